@@ -1,0 +1,72 @@
+# -*- coding: utf-8 -*-
+# Copyright: Private AI Kitchen contributors
+# Apache License 2.0 (see LICENSE)
+"""Action plugin: validate the merged site description on the controller."""
+
+from __future__ import annotations
+
+import json
+
+from ansible.errors import AnsibleError
+from ansible.module_utils.common.text.converters import to_text
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.privateai.kitchen.plugins.module_utils.site_contract import (
+    SITE_PREFIX,
+    SiteValidator,
+    Violation,
+    load_schema,
+)
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _requires_connection = False
+    _VALID_ARGS = frozenset(("schema", "fail_on_violations"))
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        task_vars = task_vars or {}
+        args = self._task.args
+        schema_path = args.get("schema")
+        if not schema_path:
+            raise AnsibleError("validate_site: 'schema' (path of the site JSON Schema) is required")
+        try:
+            validator = SiteValidator(load_schema(to_text(schema_path)))
+        except (OSError, ValueError) as exc:
+            raise AnsibleError("validate_site: cannot load schema %s: %s" % (schema_path, exc)) from exc
+
+        violations: list[Violation] = []
+        raw_site, site = {}, {}
+        for name in sorted(k for k in task_vars if k.startswith(SITE_PREFIX)):
+            raw_site[name] = task_vars[name]
+            try:
+                templated = self._templar.template(task_vars[name])
+                # Plain JSON types from here on: what the schema sees is what roles will get.
+                site[name] = json.loads(json.dumps(templated, default=to_text))
+            except Exception as exc:  # pylint: disable=broad-except
+                # Say which variable failed and why; the message names variables, not values.
+                violations.append(Violation(name, "cannot be templated: %s" % to_text(exc).splitlines()[0]))
+
+        violations.extend(validator.violations(site, raw_site))
+        violations = sorted(set(violations))
+        result.update(
+            changed=False,
+            violations=[str(v) for v in violations],
+            platform=site.get("kitchen_platform"),
+            delivery=site.get("kitchen_delivery", "apply"),
+            counts={
+                "models": _count(site.get("kitchen_models")),
+                "adapters": _count(site.get("kitchen_adapters")),
+                "tenants": _count(site.get("kitchen_tenants")),
+            },
+        )
+        if violations and args.get("fail_on_violations", True):
+            result["failed"] = True
+            result["msg"] = "The site description has %d problem(s):\n%s" % (
+                len(violations), "\n".join("  - %s" % v for v in violations))
+        return result
+
+
+def _count(items):
+    return len(items) if isinstance(items, list) else 0
