@@ -217,7 +217,7 @@ class SiteValidator:
         def names_of(var):
             items = site.get(var)
             if not isinstance(items, list):
-                return {}
+                return None  # reported by the schema; no cascade of reference errors
             seen = {}
             for index, item in enumerate(items):
                 name = item.get("name") if isinstance(item, dict) else None
@@ -237,12 +237,12 @@ class SiteValidator:
         tenants = names_of("kitchen_tenants")
 
         def must_reference(path, value, known, what):
-            if isinstance(value, str) and value not in known:
+            if known is not None and isinstance(value, str) and value not in known:
                 out.append(Violation(path, "%r is not %s%s" % (
                     value, what, _did_you_mean(value, known) or " (known: %s)" % (", ".join(sorted(known)) or "none"))))
 
         for index, model in enumerate(site.get("kitchen_models") or []):
-            if isinstance(model, dict) and isinstance(site.get("kitchen_tenants"), list):
+            if isinstance(model, dict):
                 must_reference("kitchen_models[%d].tenant" % index, model.get("tenant"), tenants,
                                "a tenant in kitchen_tenants")
         for index, adapter in enumerate(site.get("kitchen_adapters") or []):

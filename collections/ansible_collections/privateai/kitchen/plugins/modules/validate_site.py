@@ -39,7 +39,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 violations:
-  description: Every violation as "<path>: <message>", sorted by path.
+  description: "Every violation as C(<path>: <message>), sorted by path."
   type: list
   elements: str
   returned: always

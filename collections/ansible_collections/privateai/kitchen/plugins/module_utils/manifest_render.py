@@ -1,0 +1,148 @@
+# -*- coding: utf-8 -*-
+# Copyright: Private AI Kitchen contributors
+# Apache License 2.0 (see LICENSE)
+"""Naming, serialising and readiness of Kubernetes manifests: pure Python.
+
+Shared by the `render_manifests` action plugin and the Jinja filters in filter_plugins/.
+Output is deterministic: the same manifests always give byte-identical files, so a GitOps
+repository sees no noise between two renders.
+"""
+
+from __future__ import annotations
+
+import yaml
+
+KUSTOMIZE_API_VERSION = "kustomize.config.k8s.io/v1beta1"
+
+
+class _ManifestDumper(yaml.SafeDumper):
+    """Block style; multi-line strings (certificates, scripts) as literal blocks."""
+
+
+def _represent_str(dumper, value):
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_ManifestDumper.add_representer(str, _represent_str)
+
+
+def _native(value):
+    """Plain Python types: Ansible hands templates over as tagged subclasses of str/dict/list."""
+    if isinstance(value, dict):
+        return {str(k): _native(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_native(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return str(value)
+
+
+def manifest_id(manifest) -> str:
+    """'Kind/namespace/name' ('Kind/name' for cluster-scoped objects)."""
+    meta = manifest.get("metadata") or {}
+    namespace = meta.get("namespace")
+    parts = [manifest.get("kind", "?")] + ([namespace] if namespace else []) + [meta.get("name", "?")]
+    return "/".join(str(p) for p in parts)
+
+
+def manifest_filename(manifest) -> str:
+    """File name of a rendered manifest. '_' never occurs in kinds or object names, so the
+    name is unambiguous: 'resourcequota_kitchen-finance_kitchen-quota.yaml'."""
+    meta = manifest.get("metadata") or {}
+    parts = [str(manifest.get("kind", "")).lower()]
+    if meta.get("namespace"):
+        parts.append(str(meta["namespace"]))
+    parts.append(str(meta.get("name", "")))
+    return "_".join(parts) + ".yaml"
+
+
+def manifest_yaml(manifest) -> str:
+    return yaml.dump(
+        _native(manifest),
+        Dumper=_ManifestDumper,
+        sort_keys=False,
+        default_flow_style=False,
+        allow_unicode=True,
+        width=4096,
+        explicit_start=True,
+    )
+
+
+def kustomization_yaml(resources) -> str:
+    """A kustomization listing `resources` in the order given."""
+    return yaml.dump(
+        {"apiVersion": KUSTOMIZE_API_VERSION, "kind": "Kustomization", "resources": [str(r) for r in resources]},
+        Dumper=_ManifestDumper,
+        sort_keys=False,
+        default_flow_style=False,
+        explicit_start=True,
+    )
+
+
+def manifest_problems(manifests) -> list:
+    """Why a list of manifests cannot be delivered: missing identity fields, duplicates."""
+    problems = []
+    if not isinstance(manifests, list):
+        return ["manifests must be a list, got %s" % type(manifests).__name__]
+    seen = {}
+    for index, manifest in enumerate(manifests):
+        if not isinstance(manifest, dict):
+            problems.append("manifest %d is not a mapping" % index)
+            continue
+        meta = manifest.get("metadata")
+        missing = [key for key in ("apiVersion", "kind") if not manifest.get(key)]
+        if not isinstance(meta, dict) or not meta.get("name"):
+            missing.append("metadata.name")
+        if missing:
+            problems.append("manifest %d (%s) lacks %s" % (index, manifest_id(manifest), ", ".join(missing)))
+            continue
+        name = manifest_filename(manifest)
+        if name in seen:
+            problems.append("manifest %d (%s) is a duplicate of manifest %d" % (index, manifest_id(manifest), seen[name]))
+        seen[name] = index
+    return problems
+
+
+def _field(resource, dotted):
+    node = resource
+    for key in str(dotted).split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def resource_ready(resources, wait):
+    """Whether the first of `resources` (a k8s_info result list) meets `wait`:
+    {condition: {type, status}} or {field: 'status.phase', value: 'Succeeded'}."""
+    if not resources:
+        return False
+    resource = resources[0]
+    if "condition" in wait:
+        wanted = wait["condition"]
+        for condition in _field(resource, "status.conditions") or []:
+            if condition.get("type") == wanted.get("type") and \
+                    str(condition.get("status")) == str(wanted.get("status", "True")):
+                return True
+        return False
+    return str(_field(resource, wait["field"])) == str(wait["value"])
+
+
+def resource_state(resources, wait):
+    """What a resource shows instead of the state waited for, for an error message."""
+    if not resources:
+        return "it does not exist"
+    resource = resources[0]
+    if "condition" in wait:
+        conditions = _field(resource, "status.conditions") or []
+        if not conditions:
+            return "it reports no status conditions"
+        return "conditions: " + "; ".join(
+            "%s=%s%s" % (c.get("type"), c.get("status"), " (%s)" % c["message"] if c.get("message") else "")
+            for c in conditions)
+    return "%s is %r" % (wait["field"], _field(resource, wait["field"]))

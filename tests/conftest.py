@@ -1,0 +1,70 @@
+"""Shared helpers: paths, the site contract, and running real ansible-playbook."""
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "collections"))
+BIN = Path(sys.executable).parent
+
+from ansible_collections.privateai.kitchen.plugins.module_utils.site_contract import (  # noqa: E402
+    SiteValidator,
+    load_schema,
+)
+
+
+def crd_dir() -> Path:
+    return Path(os.environ.get("KITCHEN_CRD_DIR") or ROOT.parent / "shared" / "crds")
+
+
+@pytest.fixture(scope="session")
+def validator():
+    return SiteValidator(load_schema(str(ROOT / "schemas" / "site.schema.yaml")))
+
+
+def load_site(inventory: str) -> dict:
+    """The kitchen_* variables of an inventory's group_vars/all, as written (untemplated)."""
+    site = {}
+    for path in sorted((ROOT / inventory / "group_vars" / "all").glob("*.yml")):
+        site.update(yaml.safe_load(path.read_text()) or {})
+    return site
+
+
+class PlaybookRun:
+    def __init__(self, proc):
+        self.rc = proc.returncode
+        self.output = proc.stdout + proc.stderr
+        # The yaml callback wraps long messages: compare text with whitespace folded.
+        self.text = " ".join(self.output.split())
+
+    def recap(self) -> dict:
+        """Counts of the PLAY RECAP line of localhost, e.g. {'ok': 20, 'changed': 0, ...}."""
+        line = next(l for l in self.output.splitlines() if re.match(r"^localhost\s+:", l))
+        return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+
+
+def run_playbook(inventory, playbook, *args, env=None) -> PlaybookRun:
+    environment = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+                       ANSIBLE_FORCE_COLOR="0", ANSIBLE_DEPRECATION_WARNINGS="0")
+    environment.update(env or {})
+    proc = subprocess.run(
+        [str(BIN / "ansible-playbook"), "-i", str(ROOT / inventory),
+         str(ROOT / (playbook if "/" in playbook else "playbooks/" + playbook)), *args],
+        cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600, check=False,
+    )
+    return PlaybookRun(proc)
+
+
+def tree_digest(root: Path) -> dict:
+    """{relative path: sha256} of every file below root."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*")) if p.is_file()
+    }

@@ -1,0 +1,79 @@
+"""Filters of roles/manifest_delivery: naming, deterministic YAML, readiness."""
+
+import pytest
+import yaml
+
+from ansible_collections.privateai.kitchen.plugins.module_utils import manifest_render as km
+
+NAMESPACED = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "kitchen-quota", "namespace": "team-a"}}
+CLUSTER = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}
+
+
+def test_file_names_are_unambiguous():
+    assert km.manifest_filename(NAMESPACED) == "resourcequota_team-a_kitchen-quota.yaml"
+    assert km.manifest_filename(CLUSTER) == "namespace_team-a.yaml"
+    assert km.manifest_id(NAMESPACED) == "ResourceQuota/team-a/kitchen-quota"
+    assert km.manifest_id(CLUSTER) == "Namespace/team-a"
+
+
+def test_yaml_is_deterministic_and_keeps_key_order():
+    manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ca", "namespace": "n"},
+                "data": {"z": "1", "a": "2"}}
+    first = km.manifest_yaml(manifest)
+    assert first == km.manifest_yaml(dict(manifest))
+    assert first.startswith("---\napiVersion: v1\nkind: ConfigMap\n")
+    assert first.index("\n  z:") < first.index("\n  a:")  # order as rendered, not sorted
+    assert yaml.safe_load(first) == manifest
+
+
+def test_multiline_strings_become_literal_blocks():
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    text = km.manifest_yaml({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ca"}, "data": {"ca.crt": pem}})
+    assert "ca.crt: |\n    -----BEGIN CERTIFICATE-----\n" in text
+    assert yaml.safe_load(text)["data"]["ca.crt"] == pem
+
+
+def test_string_subclasses_are_dumped_as_plain_strings():
+    class Tagged(str):
+        pass
+    text = km.manifest_yaml({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": Tagged("x")}})
+    assert "name: x\n" in text and "!!" not in text
+
+
+def test_kustomization_lists_resources_in_order():
+    assert yaml.safe_load(km.kustomization_yaml(["b.yaml", "a.yaml"])) == {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": ["b.yaml", "a.yaml"]}
+
+
+def test_manifest_problems():
+    assert km.manifest_problems([CLUSTER, NAMESPACED]) == []
+    assert km.manifest_problems([CLUSTER, CLUSTER]) == ["manifest 1 (Namespace/team-a) is a duplicate of manifest 0"]
+    assert km.manifest_problems([{"kind": "Namespace", "metadata": {}}]) == [
+        "manifest 0 (Namespace/?) lacks apiVersion, metadata.name"]
+    assert km.manifest_problems("nope") == ["manifests must be a list, got str"]
+
+
+CSV_WAIT = {"field": "status.phase", "value": "Succeeded"}
+READY_WAIT = {"condition": {"type": "Ready", "status": "True"}}
+
+
+@pytest.mark.parametrize("resources,wait,ready", [
+    ([], READY_WAIT, False),
+    ([{"status": {"conditions": [{"type": "Ready", "status": "True"}]}}], READY_WAIT, True),
+    ([{"status": {"conditions": [{"type": "Ready", "status": "False"}]}}], READY_WAIT, False),
+    ([{"status": {}}], READY_WAIT, False),
+    ([{"status": {"phase": "Succeeded"}}], CSV_WAIT, True),
+    ([{"status": {"phase": "Installing"}}], CSV_WAIT, False),
+    ([{}], CSV_WAIT, False),
+])
+def test_resource_ready(resources, wait, ready):
+    assert km.resource_ready(resources, wait) is ready
+
+
+def test_resource_state_explains_what_is_missing():
+    assert km.resource_state([], READY_WAIT) == "it does not exist"
+    assert km.resource_state([{"status": {}}], READY_WAIT) == "it reports no status conditions"
+    assert km.resource_state(
+        [{"status": {"conditions": [{"type": "Ready", "status": "False", "message": "ImagePullBackOff"}]}}], READY_WAIT
+    ) == "conditions: Ready=False (ImagePullBackOff)"
+    assert km.resource_state([{"status": {"phase": "Installing"}}], CSV_WAIT) == "status.phase is 'Installing'"

@@ -1,0 +1,66 @@
+"""The strict validator itself: it must reject what an API server would reject."""
+
+import pytest
+
+from conftest import crd_dir
+
+from ansible_collections.privateai.kitchen.plugins.module_utils.manifest_schemas import (
+    CrdCatalog,
+    strict_schema,
+    validate_manifest,
+)
+
+
+def test_strict_schema_closes_declared_objects_only():
+    schema = strict_schema({"type": "object", "properties": {
+        "a": {"type": "object", "properties": {"b": {"type": "string"}}},
+        "open": {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "properties": {"c": {}}},
+        "map": {"type": "object", "additionalProperties": {"type": "string"}},
+        "port": {"x-kubernetes-int-or-string": True},
+        "maybe": {"type": "string", "nullable": True},
+    }})
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["a"]["additionalProperties"] is False
+    assert "additionalProperties" not in schema["properties"]["open"]
+    assert schema["properties"]["map"]["additionalProperties"] == {"type": "string"}
+    assert schema["properties"]["port"] == {"anyOf": [{"type": "integer"}, {"type": "string"}]}
+    assert schema["properties"]["maybe"]["type"] == ["string", "null"]
+
+
+def test_core_kinds_are_strict():
+    good = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}
+    assert validate_manifest(good, "1.31", None) == []
+    bad = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "q", "namespace": "n"},
+           "spec": {"hardd": {"pods": "1"}}}
+    (error,) = validate_manifest(bad, "1.31", None)
+    assert "hardd" in error.message and "1.31" in error.message
+
+
+@pytest.fixture(scope="module")
+def crds():
+    if not crd_dir().is_dir():
+        pytest.skip("CRD validation skipped: no CRD folder at %s" % crd_dir())
+    return CrdCatalog(str(crd_dir()))
+
+
+def test_custom_resource_typo_is_an_error(crds):
+    isvc = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+            "metadata": {"name": "granite", "namespace": "kitchen-platform"},
+            "spec": {"predictor": {"model": {"modelFormat": {"name": "vLLM"}, "storageUri": "pvc://granite/",
+                                             "resources": {"limits": {"nvidia.com/gpu": 1}}}}}}
+    assert validate_manifest(isvc, "1.31", crds) == []
+    isvc["spec"]["predictor"]["model"]["storageURI"] = "pvc://granite/"
+    (error,) = validate_manifest(isvc, "1.31", crds)
+    assert error.message == "spec.predictor.model: Additional properties are not allowed ('storageURI' was unexpected)"
+
+
+def test_unknown_custom_kind_is_an_error(crds):
+    (error,) = validate_manifest({"apiVersion": "example.com/v1", "kind": "Nope", "metadata": {"name": "x"}}, "1.31", crds)
+    assert "no CRD" in error.message
+
+
+def test_metadata_is_checked_for_custom_resources(crds):
+    dsc = {"apiVersion": "datasciencecluster.opendatahub.io/v1", "kind": "DataScienceCluster",
+           "metadata": {"name": "Default_DSC", "labelz": {}}, "spec": {}}
+    found = {e.message for e in validate_manifest(dsc, "1.31", crds)}
+    assert any("labelz" in m for m in found) and any("Default_DSC" in m for m in found)

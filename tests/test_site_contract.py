@@ -1,0 +1,171 @@
+"""The site contract: valid sites pass, every mistake is reported at once with its path."""
+
+import copy
+
+import pytest
+
+from conftest import ROOT, load_site
+
+from ansible_collections.privateai.kitchen.plugins.module_utils.site_contract import (
+    SECRET_PLACEHOLDER,
+    is_cpu_quantity,
+    is_plain_text_secret,
+    is_storage_quantity,
+)
+
+
+def messages(violations):
+    return [str(v) for v in violations]
+
+
+@pytest.mark.parametrize("inventory", ["inventories/openshift-sample", "inventories/local"])
+def test_shipped_inventories_are_valid(validator, inventory):
+    assert messages(validator.violations(load_site(inventory))) == []
+
+
+@pytest.fixture
+def sample():
+    return copy.deepcopy(load_site("inventories/openshift-sample"))
+
+
+def test_the_issue_example_message(validator, sample):
+    sample["kitchen_models"][0]["pvc_size"] = "40"
+    assert messages(validator.violations(sample)) == [
+        "kitchen_models[0].pvc_size: '40' is not a valid quantity like 40Gi"]
+
+
+def test_broken_inventory_reports_every_mistake(validator):
+    site = load_site("tests/fixtures/inventories/broken")
+    found = messages(validator.violations(site, raw_site=site))
+    expected = [
+        "kitchen_adapters[1].base_model: 'granite-3b' is not a model in kitchen_models (did you mean 'granite-3-8b-instruct'?)",
+        "kitchen_adapters[1].name: 'helpdesk' is a duplicate of kitchen_adapters[0].name",
+        "kitchen_adapters[1].serving_version: '3.0.0' is not one of its versions: 1.0.0, 2.0.0",
+        "kitchen_cluster.openshift_version: 4.18 is a number, expected a string",
+        "kitchen_gpu.enabled: 'yes' is a string, expected a boolean",
+        "kitchen_images.vllm: 'quay.io/vllm/vllm-openai:latest' is not an image pinned by digest like "
+        "registry.example.internal/vllm/vllm-openai@sha256:<64 hex>",
+        "kitchen_models[0].pvc_sise: unknown key (did you mean 'pvc_size'?)",
+        "kitchen_models[0].pvc_size: '40' is not a valid quantity like 40Gi",
+        "kitchen_models[1].name: required key is missing",
+        "kitchen_models[1].tenant: 'nobody' is not a tenant in kitchen_tenants (known: kitchen-finance)",
+        "kitchen_platform: 'openshfit' is not one of: openshift, podman (did you mean 'openshift'?)",
+        "kitchen_registry.mirrors[0].mirror: required key is missing",
+        "kitchen_site_name: 'Broken_Site' is not a DNS-1123 label (lower-case letters, digits and '-', at most 63 characters)",
+        "kitchen_storage.secret_key: plain-text secret in the inventory: encrypt it with ansible-vault or read it with a lookup",
+        "kitchen_tenant: unknown site variable (did you mean 'kitchen_tenants'?)",
+        "kitchen_tenants[0].quota.cpu: 'lots' is not a CPU quantity like 500m or 4",
+    ]
+    assert found == expected
+
+
+def test_missing_site_variables_are_named(validator, sample):
+    del sample["kitchen_models"]
+    del sample["kitchen_cluster"]
+    assert messages(validator.violations(sample)) == [
+        "kitchen_cluster: required site variable is missing (needed when kitchen_platform is openshift)",
+        "kitchen_models: required site variable is missing",
+    ]
+
+
+def test_podman_site_needs_its_host(validator):
+    site = load_site("inventories/local")
+    del site["kitchen_host"]
+    assert messages(validator.violations(site)) == [
+        "kitchen_host: required site variable is missing (needed when kitchen_platform is podman)"]
+
+
+def test_secret_values_are_never_echoed(validator, sample):
+    sample["kitchen_storage"]["secret_key"] = "short"
+    sample["kitchen_storage"]["access_key"] = ["a-list-holding-AKIA-SECRET"]
+    found = messages(validator.violations(sample))
+    assert found == [
+        "kitchen_storage.access_key: %s is a list, expected a string" % SECRET_PLACEHOLDER,
+        "kitchen_storage.secret_key: %s does not satisfy minLength 8" % SECRET_PLACEHOLDER,
+    ]
+    assert not any("short" in m or "AKIA" in m for m in found)
+
+
+def test_containers_are_described_by_type_not_content(validator, sample):
+    sample["kitchen_storage"] = ["endpoint", "secret"]
+    assert messages(validator.violations(sample)) == [
+        "kitchen_storage: a list is a list, expected a mapping"]
+
+
+def test_secret_from_vault_or_lookup_is_accepted(validator, sample):
+    sample["kitchen_storage"]["secret_key"] = "a-long-enough-secret"
+    raw = copy.deepcopy(sample)
+    raw["kitchen_storage"]["secret_key"] = "{{ vault_s3_secret_key }}"
+    assert messages(validator.violations(sample, raw_site=raw)) == []
+    raw["kitchen_storage"] = "{{ vault_storage }}"  # the whole mapping from a template
+    assert messages(validator.violations(sample, raw_site=raw)) == []
+    raw = copy.deepcopy(sample)
+    assert messages(validator.violations(sample, raw_site=raw)) == [
+        "kitchen_storage.secret_key: plain-text secret in the inventory: encrypt it with ansible-vault or read it with a lookup"]
+
+
+def test_plain_text_secret_detection():
+    assert is_plain_text_secret("hunter2")
+    assert not is_plain_text_secret("{{ lookup('ansible.builtin.env', 'S3_SECRET') }}")
+    assert not is_plain_text_secret(None)
+
+
+def test_external_storage_needs_an_endpoint(validator, sample):
+    sample["kitchen_storage"]["type"] = "external"
+    assert messages(validator.violations(sample)) == [
+        "kitchen_storage.endpoint: required key is missing (kitchen_storage.type is external)"]
+
+
+def test_insecure_registry_is_refused_on_openshift(validator, sample):
+    sample["kitchen_registry"]["insecure"] = True
+    assert messages(validator.violations(sample)) == [
+        "kitchen_registry.insecure: True is refused on openshift: serve the registry over TLS and trust kitchen_ca"]
+
+
+def test_adapter_tenants_must_exist(validator, sample):
+    sample["kitchen_adapters"][0]["tenants"] = ["kitchen-finanse"]
+    assert messages(validator.violations(sample)) == [
+        "kitchen_adapters[0].tenants[0]: 'kitchen-finanse' is not a tenant in kitchen_tenants (did you mean 'kitchen-finance'?)"]
+
+
+def test_inference_service_name_limit(validator, sample):
+    sample["kitchen_models"][0]["name"] = "m" * 54
+    sample["kitchen_adapters"] = []
+    (message,) = messages(validator.violations(sample))
+    assert message.startswith("kitchen_models[0].name: 'mmmm")
+    assert message.endswith("is not a DNS-1123 label of at most 53 characters (KServe adds '-predictor')")
+
+
+def test_enum_and_range_messages(validator, sample):
+    sample["kitchen_delivery"] = "gitops"
+    sample["kitchen_models"][0]["serving"]["gpu_memory_utilization"] = 1.5
+    sample["kitchen_tenants"] = []
+    sample["kitchen_adapters"] = []
+    assert messages(validator.violations(sample)) == [
+        "kitchen_delivery: 'gitops' is not one of: apply, render",
+        "kitchen_models[0].serving.gpu_memory_utilization: 1.5 is greater than the maximum of 1",
+        "kitchen_models[0].tenant: 'kitchen-platform' is not a tenant in kitchen_tenants (known: none)",
+        "kitchen_tenants: needs at least 1 item(s)",
+    ]
+
+
+@pytest.mark.parametrize("value,valid", [
+    ("40Gi", True), ("1.5Ti", True), ("500M", True), ("40", False), ("40gi", False), ("", False), (40, False),
+])
+def test_storage_quantity(value, valid):
+    assert is_storage_quantity(value) is valid
+
+
+@pytest.mark.parametrize("value,valid", [
+    ("500m", True), ("4", True), (4, True), ("0.5", True), ("1.5Gi", False), ("lots", False), (True, False), (0, False),
+])
+def test_cpu_quantity(value, valid):
+    assert is_cpu_quantity(value) is valid
+
+
+def test_schema_documents_every_property():
+    """Users read the schema as reference: each site variable carries a description."""
+    import yaml
+    schema = yaml.safe_load((ROOT / "schemas" / "site.schema.yaml").read_text())
+    undocumented = [name for name, spec in schema["properties"].items() if not spec.get("description")]
+    assert undocumented == []
