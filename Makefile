@@ -17,11 +17,11 @@ RENDER_DIR ?= $(CURDIR)/build/render/$(SITE)
 K8S_VERSION ?= 1.31
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo render check lint unit test clean
+.PHONY: help venv demo render check lint unit molecule test clean
 
 help:
 	@echo "make demo    render the OpenShift sample site (phase 1) and validate every manifest"
-	@echo "make test    lint + unit tests + playbook tests (what CI runs)"
+	@echo "make test    ansible-lint + molecule scenarios + pytest (what CI runs)"
 	@echo "make render SITE=<inventory>   render a site's phase 1 into build/render/<site>"
 	@echo "make check  SITE=<inventory>   ansible-playbook --check of phase 1"
 	@echo "make clean   remove build/ and the virtual environment"
@@ -57,7 +57,11 @@ lint: venv
 unit: venv
 	$(BIN)/python -m pytest -m "not playbook" $(PYTEST_ARGS)
 
-test: venv lint
+molecule: venv
+	$(BIN)/molecule test --all
+
+# pytest last: its summary is the closing line CI reads.
+test: venv lint molecule
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
