@@ -165,3 +165,31 @@ def test_vaulted_secrets_never_reach_the_output(tmp_path):
     assert run.rc == 0, run.output
     assert secret not in run.output and access not in run.output
     assert "plain-text secret" not in run.output
+
+
+def cluster_vars(kubeconfig):
+    return json.dumps({"kitchen_cluster": {"openshift_version": "4.18", "kubernetes_version": "1.31",
+                                           "kubeconfig": str(kubeconfig)}})
+
+
+def test_apply_goes_to_the_configured_cluster(tmp_path):
+    """module_defaults hand the inventory's kubeconfig to the one batched apply task.
+    Nothing listens on the loopback port, so the apply fails there, after preflight."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "nowhere",
+        "clusters": [{"name": "nowhere", "cluster": {"server": "https://127.0.0.1:9"}}],
+        "contexts": [{"name": "nowhere", "context": {"cluster": "nowhere", "user": "nobody"}}],
+        "users": [{"name": "nobody", "user": {"token": "not-a-real-token"}}]}))
+    run = run_playbook(SAMPLE, "phase1.yml", "-e", cluster_vars(kubeconfig))
+    assert run.rc != 0
+    assert "TASK [manifest_delivery : Server-side apply the manifests of tenants]" in run.output
+    assert "host='127.0.0.1', port=9" in run.output
+    assert "not-a-real-token" not in run.output
+
+
+def test_missing_kubeconfig_stops_preflight(tmp_path):
+    run = run_playbook(SAMPLE, "phase1.yml", "-e", cluster_vars(tmp_path / "absent"))
+    assert run.rc != 0
+    assert "kitchen_cluster.kubeconfig: %s does not exist on the controller" % (tmp_path / "absent") in run.text
+    assert "TASK [manifest_delivery" not in run.output
