@@ -11,6 +11,7 @@ from ansible_collections.privateai.kitchen.plugins.module_utils.manifest_render 
     manifest_yaml,
     resource_ready,
     resource_state,
+    with_labels,
 )
 
 
@@ -24,4 +25,5 @@ class FilterModule:
             "kitchen_manifest_problems": manifest_problems,
             "kitchen_resource_ready": resource_ready,
             "kitchen_resource_state": resource_state,
+            "kitchen_with_labels": with_labels,
         }

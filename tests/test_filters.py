@@ -77,3 +77,13 @@ def test_resource_state_explains_what_is_missing():
         [{"status": {"conditions": [{"type": "Ready", "status": "False", "message": "ImagePullBackOff"}]}}], READY_WAIT
     ) == "conditions: Ready=False (ImagePullBackOff)"
     assert km.resource_state([{"status": {"phase": "Installing"}}], CSV_WAIT) == "status.phase is 'Installing'"
+
+
+def test_standard_labels_are_added_without_overriding():
+    labelled = km.with_labels([NAMESPACED, {"apiVersion": "v1", "kind": "Namespace",
+                                            "metadata": {"name": "x", "labels": {"app.kubernetes.io/part-of": "mine"}}}],
+                              {"app.kubernetes.io/part-of": "private-ai-kitchen", "app.kubernetes.io/instance": "s"})
+    assert labelled[0]["metadata"]["labels"] == {"app.kubernetes.io/part-of": "private-ai-kitchen",
+                                                 "app.kubernetes.io/instance": "s"}
+    assert labelled[1]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "mine"
+    assert "labels" not in NAMESPACED["metadata"]  # the input is not modified

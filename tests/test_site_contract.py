@@ -112,6 +112,7 @@ def test_plain_text_secret_detection():
 
 def test_external_storage_needs_an_endpoint(validator, sample):
     sample["kitchen_storage"]["type"] = "external"
+    del sample["kitchen_storage"]["endpoint"]
     assert messages(validator.violations(sample)) == [
         "kitchen_storage.endpoint: required key is missing (kitchen_storage.type is external)"]
 
@@ -169,3 +170,25 @@ def test_schema_documents_every_property():
     schema = yaml.safe_load((ROOT / "schemas" / "site.schema.yaml").read_text())
     undocumented = [name for name, spec in schema["properties"].items() if not spec.get("description")]
     assert undocumented == []
+
+
+def test_openshift_needs_its_images_operators_and_storage_credentials(validator, sample):
+    del sample["kitchen_images"]["model_loader"]
+    del sample["kitchen_operators"]["gpu"]
+    del sample["kitchen_storage"]["tls_secret"]
+    sample["kitchen_operators"]["nfd"]["catalog"] = "cs-redhat-operator-indx"
+    assert messages(validator.violations(sample)) == [
+        "kitchen_images.model_loader: required key is missing (phase 2 fills the model PVC from S3 with it)",
+        "kitchen_operators.gpu: required key is missing (needed when kitchen_platform is openshift)",
+        "kitchen_operators.nfd.catalog: 'cs-redhat-operator-indx' is not a catalog in kitchen_registry.catalogs "
+        "(did you mean 'cs-redhat-operator-index'?)",
+        "kitchen_storage.tls_secret: required key is missing (kitchen_storage.type minio on openshift)",
+    ]
+
+
+def test_gpu_operators_are_optional_without_gpus(validator, sample):
+    sample["kitchen_gpu"]["enabled"] = False
+    del sample["kitchen_operators"]["gpu"]
+    del sample["kitchen_operators"]["nfd"]
+    assert messages(validator.violations(sample)) == []
+

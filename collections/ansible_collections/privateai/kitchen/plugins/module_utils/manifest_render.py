@@ -84,6 +84,21 @@ def kustomization_yaml(resources) -> str:
     )
 
 
+def with_labels(manifests, labels):
+    """Copies of `manifests` carrying `labels` in metadata.labels; a template's own value
+    for a key wins."""
+    out = []
+    for manifest in manifests:
+        manifest = dict(manifest)
+        meta = dict(manifest.get("metadata") or {})
+        merged = dict(labels)
+        merged.update(meta.get("labels") or {})
+        meta["labels"] = merged
+        manifest["metadata"] = meta
+        out.append(manifest)
+    return out
+
+
 def manifest_problems(manifests) -> list:
     """Why a list of manifests cannot be delivered: missing identity fields, duplicates."""
     problems = []

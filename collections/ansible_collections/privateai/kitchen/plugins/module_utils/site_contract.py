@@ -259,6 +259,8 @@ class SiteValidator:
                 must_reference("kitchen_adapters[%d].tenants[%d]" % (index, t_index), tenant, tenants,
                                "a tenant in kitchen_tenants")
 
+        out.extend(self._openshift_needs(site))
+
         storage = site.get("kitchen_storage")
         if isinstance(storage, dict) and storage.get("type") == "external" and not storage.get("endpoint"):
             out.append(Violation("kitchen_storage.endpoint", "required key is missing (kitchen_storage.type is external)"))
@@ -266,6 +268,52 @@ class SiteValidator:
         if site.get("kitchen_platform") == "openshift" and isinstance(registry, dict) and registry.get("insecure") is True:
             out.append(Violation("kitchen_registry.insecure",
                                  "True is refused on openshift: serve the registry over TLS and trust kitchen_ca"))
+        return out
+
+    # What the OpenShift roles need beyond the schema's required keys.
+    _OPENSHIFT_IMAGES = {
+        "vllm": "phase 2 serves the base model with it",
+        "model_loader": "phase 2 fills the model PVC from S3 with it",
+        "smoke_test": "phase 2 tastes the model from inside the cluster with it",
+    }
+
+    @staticmethod
+    def _openshift_needs(site: dict) -> list[Violation]:
+        if site.get("kitchen_platform") != "openshift":
+            return []
+        out = []
+        images = site.get("kitchen_images")
+        storage = site.get("kitchen_storage") if isinstance(site.get("kitchen_storage"), dict) else {}
+        needed_images = dict(SiteValidator._OPENSHIFT_IMAGES)
+        if storage.get("type") == "minio":
+            needed_images["minio"] = "kitchen_storage.type minio deploys it"
+        if not isinstance(images, dict):
+            if images is None:
+                out.append(Violation("kitchen_images", "required site variable is missing (needed when kitchen_platform is openshift)"))
+        else:
+            for key, why in sorted(needed_images.items()):
+                if key not in images:
+                    out.append(Violation("kitchen_images.%s" % key, "required key is missing (%s)" % why))
+        if storage.get("type") == "minio":
+            for key in ("tls_secret", "access_key", "secret_key"):
+                if key not in storage:
+                    out.append(Violation("kitchen_storage.%s" % key, "required key is missing (kitchen_storage.type minio on openshift)"))
+        registry = site.get("kitchen_registry") if isinstance(site.get("kitchen_registry"), dict) else {}
+        catalogs = {c.get("name") for c in registry.get("catalogs") or [] if isinstance(c, dict)}
+        operators = site.get("kitchen_operators")
+        operators = operators if isinstance(operators, dict) else {}
+        needed = ["openshift_ai"]
+        gpu = site.get("kitchen_gpu")
+        if not isinstance(gpu, dict) or gpu.get("enabled", True) is not False:
+            needed += ["nfd", "gpu"]
+        for key in needed:
+            if key not in operators:
+                out.append(Violation("kitchen_operators.%s" % key, "required key is missing (needed when kitchen_platform is openshift)"))
+        for key, operator in sorted(operators.items()):
+            catalog = operator.get("catalog") if isinstance(operator, dict) else None
+            if isinstance(catalog, str) and catalog not in catalogs:
+                out.append(Violation("kitchen_operators.%s.catalog" % key, "%r is not a catalog in kitchen_registry.catalogs%s" % (
+                    catalog, _did_you_mean(catalog, catalogs) or " (known: %s)" % (", ".join(sorted(catalogs)) or "none"))))
         return out
 
     # -- secrets ----------------------------------------------------------------------------
