@@ -11,6 +11,8 @@ from ansible_collections.privateai.kitchen.plugins.module_utils.manifest_render 
     manifest_yaml,
     resource_ready,
     resource_state,
+    status_summary,
+    wait_for,
     with_labels,
 )
 
@@ -26,4 +28,6 @@ class FilterModule:
             "kitchen_resource_ready": resource_ready,
             "kitchen_resource_state": resource_state,
             "kitchen_with_labels": with_labels,
+            "kitchen_status_summary": status_summary,
+            "kitchen_wait_for": wait_for,
         }

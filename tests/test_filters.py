@@ -87,3 +87,19 @@ def test_standard_labels_are_added_without_overriding():
                                                  "app.kubernetes.io/instance": "s"}
     assert labelled[1]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "mine"
     assert "labels" not in NAMESPACED["metadata"]  # the input is not modified
+
+
+def test_status_summary():
+    assert km.status_summary({}) == "no status"
+    assert km.status_summary({"state": "UpgradePending", "currentCSV": "rhods-operator.2.22.1", "conditions": [
+        {"type": "CatalogSourcesUnhealthy", "status": "True", "message": "cs-redhat-operator-index unhealthy"}]}) == (
+        "state=UpgradePending; currentCSV=rhods-operator.2.22.1; "
+        "CatalogSourcesUnhealthy=True (cs-redhat-operator-index unhealthy)")
+
+
+def test_wait_for_builds_delivery_waits():
+    assert km.wait_for(NAMESPACED, condition="Ready") == {
+        "api_version": "v1", "kind": "ResourceQuota", "name": "kitchen-quota", "namespace": "team-a",
+        "condition": {"type": "Ready", "status": "True"}}
+    assert km.wait_for(CLUSTER, field="status.phase", expected="Active") == {
+        "api_version": "v1", "kind": "Namespace", "name": "team-a", "field": "status.phase", "value": "Active"}

@@ -161,3 +161,31 @@ def resource_state(resources, wait):
             "%s=%s%s" % (c.get("type"), c.get("status"), " (%s)" % c["message"] if c.get("message") else "")
             for c in conditions)
     return "%s is %r" % (wait["field"], _field(resource, wait["field"]))
+
+
+def status_summary(status) -> str:
+    """One line of an object's status for an error message: its state fields and conditions."""
+    if not status:
+        return "no status"
+    parts = ["%s=%s" % (key, status[key]) for key in ("state", "phase", "currentCSV", "installedCSV") if status.get(key)]
+    for condition in status.get("conditions") or []:
+        text = "%s=%s" % (condition.get("type"), condition.get("status"))
+        if condition.get("message") or condition.get("reason"):
+            text += " (%s)" % (condition.get("message") or condition.get("reason"))
+        parts.append(text)
+    return "; ".join(parts) or "no state reported"
+
+
+def wait_for(manifest, field=None, expected=None, condition=None, status="True"):
+    """A manifest_delivery wait entry for a rendered manifest: a status condition
+    (condition='Ready') or a field value (field='status.phase', expected='Succeeded').
+    (Not `value=`: Jinja's map() takes that keyword for itself.)"""
+    meta = manifest.get("metadata") or {}
+    spec = {"api_version": manifest["apiVersion"], "kind": manifest["kind"], "name": meta["name"]}
+    if meta.get("namespace"):
+        spec["namespace"] = meta["namespace"]
+    if condition:
+        spec["condition"] = {"type": condition, "status": status}
+    else:
+        spec["field"], spec["value"] = field, expected
+    return spec
