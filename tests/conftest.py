@@ -68,3 +68,12 @@ def tree_digest(root: Path) -> dict:
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*")) if p.is_file()
     }
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 server (SeaweedFS) on loopback with TLS from a test CA."""
+    from s3server import SeaweedS3
+    server = SeaweedS3(tmp_path_factory.mktemp("s3")).start()
+    yield server
+    server.stop()

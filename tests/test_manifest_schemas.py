@@ -64,3 +64,17 @@ def test_metadata_is_checked_for_custom_resources(crds):
            "metadata": {"name": "Default_DSC", "labelz": {}}, "spec": {}}
     found = {e.message for e in validate_manifest(dsc, "1.31", crds)}
     assert any("labelz" in m for m in found) and any("Default_DSC" in m for m in found)
+
+
+def test_constraint_fragments_are_not_closed(crds):
+    """The Route CRD's allOf/anyOf fragments name single fields; they must not reject the rest."""
+    route = {"apiVersion": "route.openshift.io/v1", "kind": "Route",
+             "metadata": {"name": "minio-s3", "namespace": "kitchen-storage"},
+             "spec": {"host": "s3.apps.example.internal", "to": {"kind": "Service", "name": "minio", "weight": 100},
+                      "port": {"targetPort": "s3"}, "tls": {"termination": "passthrough"}}}
+    assert validate_manifest(route, "1.31", crds) == []
+    route["spec"]["tls"]["key"] = "a key is not allowed with passthrough"
+    assert validate_manifest(route, "1.31", crds) != []
+    route["spec"]["tls"] = {"termination": "passthrough", "insecureEdgeTerminationPolicyy": "None"}
+    (error,) = validate_manifest(route, "1.31", crds)
+    assert "insecureEdgeTerminationPolicyy" in error.message

@@ -60,19 +60,24 @@ def _tighten(node):
         return
     if not isinstance(node, dict):
         return
+    for key in ("allOf", "anyOf", "oneOf", "not"):
+        if key in node and node[key] is None:  # some generated CRDs carry `anyOf: null`
+            del node[key]
     if node.pop("x-kubernetes-int-or-string", False):
         node.pop("type", None)
-        node.setdefault("anyOf", [{"type": "integer"}, {"type": "string"}])
+        node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
     if node.pop("nullable", False) and isinstance(node.get("type"), str):
         node["type"] = [node["type"], "null"]
     preserve = node.get("x-kubernetes-preserve-unknown-fields", False)
     if "properties" in node and "additionalProperties" not in node and not preserve:
         node["additionalProperties"] = False
+    # Structural fields only: allOf/anyOf/oneOf/not hold value constraints whose `properties`
+    # name a few fields to test (Route: tls.termination), not the whole object.
     for key, value in node.items():
-        if key in ("properties", "patternProperties", "definitions", "$defs"):
+        if key in ("properties", "patternProperties"):
             for sub in value.values():
                 _tighten(sub)
-        elif key in ("items", "additionalProperties", "not") or key in ("allOf", "anyOf", "oneOf"):
+        elif key in ("items", "additionalProperties"):
             _tighten(value)
 
 

@@ -294,10 +294,14 @@ class SiteValidator:
             for key, why in sorted(needed_images.items()):
                 if key not in images:
                     out.append(Violation("kitchen_images.%s" % key, "required key is missing (%s)" % why))
-        if storage.get("type") == "minio":
-            for key in ("tls_secret", "access_key", "secret_key"):
+        if storage:
+            # Every tenant gets a data connection with these keys; a deployed MinIO serves TLS.
+            keys = ("access_key", "secret_key") + (("tls_secret",) if storage.get("type") == "minio" else ())
+            for key in keys:
                 if key not in storage:
-                    out.append(Violation("kitchen_storage.%s" % key, "required key is missing (kitchen_storage.type minio on openshift)"))
+                    out.append(Violation("kitchen_storage.%s" % key, "required key is missing (%s)" % (
+                        "kitchen_storage.type minio on openshift" if key == "tls_secret"
+                        else "the data connections of OpenShift AI need it")))
         registry = site.get("kitchen_registry") if isinstance(site.get("kitchen_registry"), dict) else {}
         catalogs = {c.get("name") for c in registry.get("catalogs") or [] if isinstance(c, dict)}
         operators = site.get("kitchen_operators")
