@@ -184,7 +184,7 @@ def test_apply_goes_to_the_configured_cluster(tmp_path):
         "users": [{"name": "nobody", "user": {"token": "not-a-real-token"}}]}))
     run = run_playbook(SAMPLE, "phase1.yml", "-e", cluster_vars(kubeconfig))
     assert run.rc != 0
-    assert "TASK [manifest_delivery : Server-side apply the manifests of tenants]" in run.output
+    assert "TASK [manifest_delivery : Server-side apply the manifests of registry_mirror]" in run.output
     assert "host='127.0.0.1', port=9" in run.output
     assert "not-a-real-token" not in run.output
 
