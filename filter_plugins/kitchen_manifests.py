@@ -4,6 +4,8 @@
 """Jinja filters for Kubernetes manifests (the code lives in the privateai.kitchen collection)."""
 
 from ansible_collections.privateai.kitchen.plugins.module_utils.manifest_render import (
+    gpu_capacity,
+    gpu_node_report,
     kustomization_yaml,
     manifest_filename,
     manifest_id,
@@ -30,4 +32,6 @@ class FilterModule:
             "kitchen_with_labels": with_labels,
             "kitchen_status_summary": status_summary,
             "kitchen_wait_for": wait_for,
+            "kitchen_gpu_capacity": gpu_capacity,
+            "kitchen_gpu_node_report": gpu_node_report,
         }

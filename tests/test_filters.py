@@ -103,3 +103,16 @@ def test_wait_for_builds_delivery_waits():
         "condition": {"type": "Ready", "status": "True"}}
     assert km.wait_for(CLUSTER, field="status.phase", expected="Active") == {
         "api_version": "v1", "kind": "Namespace", "name": "team-a", "field": "status.phase", "value": "Active"}
+
+
+def test_gpu_node_report_names_each_node_without_gpus():
+    gpu = {"metadata": {"labels": {}}, "status": {"capacity": {"cpu": "64", "nvidia.com/gpu": "2"}}}
+    nogpu = {"metadata": {"labels": {"feature.node.kubernetes.io/pci-10de.present": "true"}},
+             "status": {"capacity": {"cpu": "64"}}}
+    assert km.gpu_capacity([gpu]) == 2 and km.gpu_capacity([nogpu]) == 0 and km.gpu_capacity([]) == 0
+    assert km.gpu_node_report([
+        {"item": "gpu-1", "resources": [gpu]},
+        {"item": "gpu-2", "resources": [nogpu]},
+        {"item": "gpu-3", "resources": []},
+    ]) == ["gpu-2 (nvidia.com/gpu.present=absent, feature.node.kubernetes.io/pci-10de.present=true)",
+           "gpu-3 (no such node)"]

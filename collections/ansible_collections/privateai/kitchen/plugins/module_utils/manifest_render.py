@@ -189,3 +189,34 @@ def wait_for(manifest, field=None, expected=None, condition=None, status="True")
     else:
         spec["field"], spec["value"] = field, expected
     return spec
+
+
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def gpu_capacity(resources) -> int:
+    """nvidia.com/gpu capacity of the first Node of a k8s_info result (0 when absent)."""
+    if not resources:
+        return 0
+    try:
+        return int(str(((resources[0].get("status") or {}).get("capacity") or {}).get(GPU_RESOURCE, "0")))
+    except ValueError:
+        return 0
+
+
+def gpu_node_report(results) -> list:
+    """For the k8s_info results of a node loop: why each node without GPUs has none."""
+    report = []
+    for result in results:
+        name = result.get("item")
+        resources = result.get("resources") or []
+        if not resources:
+            report.append("%s (no such node)" % name)
+            continue
+        if gpu_capacity(resources) > 0:
+            continue
+        labels = (resources[0].get("metadata") or {}).get("labels") or {}
+        report.append("%s (nvidia.com/gpu.present=%s, feature.node.kubernetes.io/pci-10de.present=%s)" % (
+            name, labels.get("nvidia.com/gpu.present", "absent"),
+            labels.get("feature.node.kubernetes.io/pci-10de.present", "absent")))
+    return report
