@@ -194,3 +194,15 @@ def test_missing_kubeconfig_stops_preflight(tmp_path):
     assert run.rc != 0
     assert "kitchen_cluster.kubeconfig: %s does not exist on the controller" % (tmp_path / "absent") in run.text
     assert "TASK [manifest_delivery" not in run.output
+
+
+def test_model_host_without_selinux_is_reported_and_skipped(tmp_path):
+    run = run_playbook("tests/fixtures/inventories/model-host", "phase1.yml", "--tags", "selinux_labelling",
+                       "-e", "kitchen_delivery=render", "-e", "kitchen_render_dir=%s" % tmp_path)
+    assert run.rc == 0, run.output
+    assert "SELinux is not enabled on localhost (disabled): nothing to label for /var/lib/kitchen/model-cache." in run.text
+    assert "TASK [selinux_labelling : Add the file-context rule of each directory]" not in run.output
+    machine_config = tmp_path / "phase1" / "selinux_labelling" / "machineconfig_99-worker-kitchen-selinux-model-dirs.yaml"
+    unit = yaml.safe_load(machine_config.read_text())["spec"]["config"]["systemd"]["units"][0]["contents"]
+    assert "semanage fcontext -a -t container_file_t \"/var/lib/kitchen/model-cache(/.*)?\"" in unit
+    assert "chcon" not in unit
