@@ -72,7 +72,9 @@ def test_role_fallbacks_match_schema_defaults():
 
 @pytest.mark.parametrize("playbook", PHASE_PLAYBOOKS, ids=lambda p: p.name)
 def test_phase_playbooks_run_preflight_first_and_always(playbook):
-    for play in yaml.safe_load(playbook.read_text()):
-        first = play["roles"][0]
-        assert first["role"] == "preflight"
-        assert "always" in first["tags"]
+    plays = yaml.safe_load(playbook.read_text())
+    first = plays[0]["roles"][0]
+    assert first["role"] == "preflight"
+    assert "always" in first["tags"]
+    # A failed preflight must stop the later plays of the phase too.
+    assert plays[0].get("any_errors_fatal") is True or len(plays) == 1
