@@ -14,7 +14,10 @@ from ansible_collections.privateai.kitchen.plugins.module_utils.manifest_render 
     resource_ready,
     resource_state,
     status_summary,
+    sync_waves,
+    unready_report,
     wait_for,
+    waits_in,
     with_labels,
 )
 
@@ -32,6 +35,9 @@ class FilterModule:
             "kitchen_with_labels": with_labels,
             "kitchen_status_summary": status_summary,
             "kitchen_wait_for": wait_for,
+            "kitchen_sync_waves": sync_waves,
+            "kitchen_waits_in": waits_in,
+            "kitchen_unready_report": unready_report,
             "kitchen_gpu_capacity": gpu_capacity,
             "kitchen_gpu_node_report": gpu_node_report,
         }

@@ -116,3 +116,35 @@ def test_gpu_node_report_names_each_node_without_gpus():
         {"item": "gpu-3", "resources": []},
     ]) == ["gpu-2 (nvidia.com/gpu.present=absent, feature.node.kubernetes.io/pci-10de.present=true)",
            "gpu-3 (no such node)"]
+
+
+def with_wave(manifest, wave):
+    manifest = dict(manifest, metadata=dict(manifest["metadata"], annotations={km.SYNC_WAVE: str(wave)}))
+    return manifest
+
+
+def test_sync_waves_order_the_apply():
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "fill", "namespace": "team-a"}}
+    isvc = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+            "metadata": {"name": "granite", "namespace": "team-a"}}
+    waves = km.sync_waves([with_wave(isvc, 1), with_wave(job, -1), NAMESPACED])
+    assert [(w["wave"], [m["kind"] for m in w["manifests"]]) for w in waves] == [
+        (-1, ["Job"]), (0, ["ResourceQuota"]), (1, ["InferenceService"])]
+    waits = [km.wait_for(job, condition="Complete"), km.wait_for(isvc, condition="Ready")]
+    assert km.waits_in(waits, waves[0]["manifests"]) == [waits[0]]
+    assert km.waits_in(waits, waves[1]["manifests"]) == []
+    with pytest.raises(ValueError, match="sync-wave must be an integer"):
+        km.sync_waves([with_wave(job, "soon")])
+
+
+def test_unready_report_names_each_object_and_its_state():
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "fill", "namespace": "team-a"}}
+    results = [
+        {"item": km.wait_for(job, condition="Complete"),
+         "resources": [{"status": {"conditions": [{"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}]}}]},
+        {"item": km.wait_for(CLUSTER, field="status.phase", expected="Active"), "resources": [{"status": {"phase": "Active"}}]},
+        {"item": km.wait_for(NAMESPACED, condition="Ready"), "resources": []},
+    ]
+    assert km.unready_report(results) == [
+        "Job/team-a/fill (waiting for condition Complete=True; conditions: Failed=True (BackoffLimitExceeded))",
+        "ResourceQuota/team-a/kitchen-quota (waiting for condition Ready=True; it does not exist)"]

@@ -220,3 +220,47 @@ def gpu_node_report(results) -> list:
             name, labels.get("nvidia.com/gpu.present", "absent"),
             labels.get("feature.node.kubernetes.io/pci-10de.present", "absent")))
     return report
+
+
+SYNC_WAVE = "argocd.argoproj.io/sync-wave"
+
+
+def sync_waves(manifests) -> list:
+    """The manifests grouped by their Argo CD sync-wave annotation (0 when absent), in wave
+    order: [{'wave': -1, 'manifests': [...]}, {'wave': 0, ...}]. Apply delivery applies and
+    waits wave by wave, so it orders objects the way Argo CD does with the rendered files."""
+    waves = {}
+    for manifest in manifests:
+        annotations = (manifest.get("metadata") or {}).get("annotations") or {}
+        try:
+            wave = int(str(annotations.get(SYNC_WAVE, "0")))
+        except ValueError:
+            raise ValueError("%s: %s must be an integer, got %r" % (
+                manifest_id(manifest), SYNC_WAVE, annotations.get(SYNC_WAVE)))
+        waves.setdefault(wave, []).append(manifest)
+    return [{"wave": wave, "manifests": waves[wave]} for wave in sorted(waves)]
+
+
+def waits_in(waits, manifests) -> list:
+    """The wait entries that name one of `manifests`."""
+    present = {(m.get("kind"), (m.get("metadata") or {}).get("namespace"), (m.get("metadata") or {}).get("name"))
+               for m in manifests}
+    return [w for w in waits if (w.get("kind"), w.get("namespace"), w.get("name")) in present]
+
+
+def unready_report(results) -> list:
+    """For the k8s_info results of a wait loop: each object that is not ready, what it was
+    waited for and what it shows instead."""
+    report = []
+    for result in results:
+        wait = result.get("item") or {}
+        resources = result.get("resources") or []
+        if resource_ready(resources, wait):
+            continue
+        target = "/".join(str(p) for p in (wait.get("kind"), wait.get("namespace"), wait.get("name")) if p)
+        if "condition" in wait:
+            wanted = "condition %s=%s" % (wait["condition"].get("type"), wait["condition"].get("status", "True"))
+        else:
+            wanted = "%s=%s" % (wait.get("field"), wait.get("value"))
+        report.append("%s (waiting for %s; %s)" % (target, wanted, resource_state(resources, wait)))
+    return report
