@@ -20,10 +20,10 @@ PYTEST_ARGS ?=
 .PHONY: help venv demo render check lint unit molecule test clean
 
 help:
-	@echo "make demo    render the OpenShift sample site (phase 1) and validate every manifest"
+	@echo "make demo    render the OpenShift sample site (phases 1 and 2) and validate every manifest"
 	@echo "make test    ansible-lint + molecule scenarios + pytest (what CI runs)"
-	@echo "make render SITE=<inventory>   render a site's phase 1 into build/render/<site>"
-	@echo "make check  SITE=<inventory>   ansible-playbook --check of phase 1"
+	@echo "make render SITE=<inventory>   render a site's phases into build/render/<site>"
+	@echo "make check  SITE=<inventory>   ansible-playbook --check --diff of the phases (render mode)"
 	@echo "make clean   remove build/ and the virtual environment"
 
 # Pinned, resolved set: pip never backtracks, installs in about a minute.
@@ -37,18 +37,19 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 venv: $(BIN)/.installed
 
 demo: venv
-	@echo "== Phase 1 of inventories/$(SITE), rendered for GitOps into $(RENDER_DIR)"
-	$(BIN)/ansible-playbook -i inventories/$(SITE) playbooks/phase1.yml \
+	@echo "== Phases 1 and 2 of inventories/$(SITE), rendered for GitOps into $(RENDER_DIR)"
+	$(BIN)/ansible-playbook -i inventories/$(SITE) playbooks/site.yml \
 	  -e kitchen_delivery=render -e kitchen_render_dir=$(RENDER_DIR)
-	@echo "== Strict validation of the rendered manifests"
-	$(BIN)/python tools/validate-manifests $(RENDER_DIR) --kubernetes-version $(K8S_VERSION)
+	@echo "== Strict validation and cross-references of the rendered manifests"
+	$(BIN)/python tools/validate-manifests $(RENDER_DIR) --kubernetes-version $(K8S_VERSION) \
+	  --exists Secret/kitchen-storage/minio-tls
 
 render: venv
-	$(BIN)/ansible-playbook -i inventories/$(SITE) playbooks/phase1.yml \
+	$(BIN)/ansible-playbook -i inventories/$(SITE) playbooks/site.yml \
 	  -e kitchen_delivery=render -e kitchen_render_dir=$(RENDER_DIR)
 
 check: venv
-	$(BIN)/ansible-playbook -i inventories/$(SITE) playbooks/phase1.yml --check --diff \
+	$(BIN)/ansible-playbook -i inventories/$(SITE) playbooks/site.yml --check --diff \
 	  -e kitchen_delivery=render -e kitchen_render_dir=$(RENDER_DIR)
 
 lint: venv

@@ -159,18 +159,25 @@ def validate_manifest(manifest: dict, kubernetes_version: str, crds: CrdCatalog 
     ]
 
 
-def validate_tree(root: str, kubernetes_version: str, crds: CrdCatalog | None):
-    """Validate every manifest below `root` (kustomization files aside).
-    Returns (number of manifests, list of ManifestError)."""
+def load_tree(root: str):
+    """(relative path, manifest) of every manifest below `root`, kustomization files aside."""
     import yaml
 
-    count, errors = 0, []
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    out = []
     for path in sorted(glob.glob(os.path.join(root, "**", "*.yaml"), recursive=True)):
         if os.path.basename(path) == "kustomization.yaml":
             continue
         with open(path, "r", encoding="utf-8") as handle:
-            for doc in yaml.safe_load_all(handle):
-                if doc:
-                    count += 1
-                    errors.extend(validate_manifest(doc, kubernetes_version, crds, os.path.relpath(path, root)))
-    return count, errors
+            out.extend((os.path.relpath(path, root), doc) for doc in yaml.load_all(handle, Loader=loader) if doc)
+    return out
+
+
+def validate_tree(root: str, kubernetes_version: str, crds: CrdCatalog | None):
+    """Validate every manifest below `root` (kustomization files aside).
+    Returns (number of manifests, list of ManifestError)."""
+    manifests = load_tree(root)
+    errors = []
+    for source, doc in manifests:
+        errors.extend(validate_manifest(doc, kubernetes_version, crds, source))
+    return len(manifests), errors
