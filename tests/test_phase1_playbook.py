@@ -59,7 +59,8 @@ def test_kustomizations_list_exactly_the_rendered_files(rendered):
     listed = yaml.safe_load((component / "kustomization.yaml").read_text())["resources"]
     assert sorted(listed) == sorted(p.name for p in component.glob("*.yaml") if p.name != "kustomization.yaml")
     assert yaml.safe_load((out / "phase1" / "kustomization.yaml").read_text())["resources"] == [
-        "ca_trust", "minio", "registry_mirror", "tenants"]
+        "ca_trust", "gpu_node_prep", "minio", "openshift_ai", "operator-gpu-operator-certified", "operator-nfd",
+        "operator-rhods-operator", "registry_mirror", "selinux_labelling", "tenants"]
 
 
 def test_tenant_fences_and_access(rendered):
