@@ -1,0 +1,303 @@
+#!/usr/bin/env python3
+"""A Kubernetes API emulator for the OpenShift scenarios: kmock's KubernetesEmulator, with
+discovery for the core kinds, every CRD in the CRD folder and the OLM/MCO kinds the roles read,
+plus a thin layer that closes the gaps between kmock 0.8 and a real API server for what
+kubernetes.core relies on (see molecule/emulator/README.md):
+
+1. server-side apply (PATCH application/apply-patch+yaml) of an object that does not exist
+   creates it, as a real API server does (kmock answers 404);
+2. list responses carry `kind: <Kind>List` and `apiVersion` (k8s_info needs them);
+3. dry-run requests (`?dryRun=All`, what check mode sends) answer with the would-be object and
+   change nothing;
+4. objects get metadata.uid, creationTimestamp and resourceVersion, bumped on change only.
+
+Readiness is simulated by a small controller loop that sets status fields the way the real
+controllers would (Deployment Available, Job Complete, InferenceService Ready, CSV Succeeded
+after its InstallPlan is approved, ...). Objects named with --never-ready keep no status, so
+timeouts can be tested.
+
+    python kube_emulator.py --port 0 --crd-dir ../shared/crds --kubeconfig out/kubeconfig \
+        --node gpu-node-1=1 --node gpu-node-2=0 --never-ready InferenceService/ns/name
+"""
+
+import argparse
+import asyncio
+import copy
+import datetime
+import glob
+import json
+import os
+import re
+import signal
+import sys
+import uuid
+
+import aiohttp.web
+import attrs
+import kmock
+import yaml
+from kmock._internal import enums
+
+EXTRA_RESOURCES = [
+    # group/version/plural, kind, namespaced: kinds the roles read that have no CRD file here.
+    ("operators.coreos.com/v1alpha1/installplans", "InstallPlan", True),
+    ("operators.coreos.com/v1alpha1/clusterserviceversions", "ClusterServiceVersion", True),
+    ("machineconfiguration.openshift.io/v1/machineconfigpools", "MachineConfigPool", False),
+]
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _merge(base, patch):
+    """What kmock does on patch: dicts merge, everything else is replaced."""
+    out = copy.deepcopy(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@attrs.define(kw_only=True)
+class KitchenEmulator(kmock.KubernetesEmulator):
+    never_ready: set = attrs.field(factory=set)
+    _version: int = attrs.field(default=1000, init=False)
+    # Pod logs by (namespace, pod): what the simulated taste-test pods print.
+    pod_logs: dict = attrs.field(factory=dict, init=False)
+
+    def _bump(self):
+        self._version += 1
+        return str(self._version)
+
+    def _find(self, resource, namespace, name):
+        key = (resource, namespace, name)
+        if key not in self._objects:
+            return None
+        obj = self._objects[key]
+        return None if obj.deleted else obj
+
+    async def _handle(self, request):
+        if os.environ.get("KITCHEN_EMULATOR_DEBUG"):
+            print(request.method, request.url, request.action, request.resource, request.namespace, request.name,
+                  file=sys.stderr, flush=True)
+        request = self._namespace_object(request)
+        logs = re.match(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$", request.url.path)
+        if logs:
+            text = self.pod_logs.get((logs.group(1), logs.group(2)))
+            if text is None:
+                return self._not_found(attrs.evolve(request, name=logs.group(2)))
+            return aiohttp.web.Response(text=text, content_type="text/plain")
+        if request.resource is not None and request.action == enums.action.FETCH and request.resource.plural == "namespaces":
+            found = self._find(request.resource, None, request.name)
+            return self._json(found.raw) if found is not None else self._not_found(request)
+        if request.resource is not None and request.action in (enums.action.CREATE, enums.action.UPDATE):
+            data = request.data if isinstance(request.data, dict) else {}
+            name = request.name or (data.get("metadata") or {}).get("name")
+            namespace = request.namespace or (data.get("metadata") or {}).get("namespace")
+            existing = self._find(request.resource, namespace, name)
+            if request.params.get("dryRun"):  # gap 3
+                return self._json(_merge(existing.raw, data) if existing is not None else data)
+            if request.action == enums.action.UPDATE:  # gaps 1 and 4: apply or merge-patch
+                return await self._patch(request.resource, namespace, name, data, existing)
+            meta = data.setdefault("metadata", {})
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta.setdefault("creationTimestamp", now())
+            meta["resourceVersion"] = self._bump()
+        return await super()._handle(request)
+
+    def _namespace_object(self, request):
+        """kmock reads /api/v1/namespaces/NAME as a namespace prefix: make it the Namespace (gap 5)."""
+        match = re.match(r"^/api/v1/namespaces/([^/]+)/?$", request.url.path)
+        if not match or request.resource is None or request.resource.plural is not None:
+            return request
+        action = {"GET": enums.action.FETCH, "PATCH": enums.action.UPDATE, "PUT": enums.action.UPDATE,
+                  "DELETE": enums.action.DELETE}.get(str(request.method.value).upper())
+        return attrs.evolve(request, resource=kmock.resource("", "v1", "namespaces"), namespace=None,
+                            name=match.group(1), action=action)
+
+    async def _patch(self, resource, namespace, name, data, existing):
+        key = (resource, namespace, name)
+        async with self._lock:
+            if existing is None:
+                data.setdefault("metadata", {}).update(uid=str(uuid.uuid4()), creationTimestamp=now(),
+                                                      resourceVersion=self._bump(), generation=1)
+                self._objects[key] = data
+                await self._buses[resource].put({"type": "ADDED", "object": self._objects[key].raw})
+                return self._json(self._objects[key].raw, status=201)
+            merged = _merge(existing.raw, data)
+            if merged != existing.raw:  # the version moves only on a real change, as on a server
+                existing.patch(_merge(data, {"metadata": {"resourceVersion": self._bump()}}))
+                await self._buses[resource].put({"type": "MODIFIED", "object": existing.raw})
+            return self._json(existing.raw)
+
+    @staticmethod
+    def _json(payload, status=200):
+        return aiohttp.web.json_response(payload, status=status)
+
+    @staticmethod
+    def _not_found(request):
+        return aiohttp.web.json_response({"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 404,
+                                          "reason": "NotFound", "message": "%s %r not found" % (
+                                              request.resource.plural, request.name)}, status=404)
+
+    async def _serve_list(self, request):  # gap 2
+        payload = await super()._serve_list(request)
+        info = self._resources[request.resource] if request.resource in self._resources else None
+        kind = getattr(info, "kind", None) or request.resource.plural.capitalize()
+        group, version = request.resource.group, request.resource.version
+        payload["apiVersion"] = "%s/%s" % (group, version) if group else version
+        payload["kind"] = kind + "List"
+        selector = request.params.get("labelSelector")
+        if selector:  # k8s_log finds the pods of a Job by label
+            wanted = dict(term.split("=", 1) for term in selector.split(",") if "=" in term)
+            payload["items"] = [item for item in payload["items"]
+                                if all(((item.get("metadata") or {}).get("labels") or {}).get(k) == v
+                                       for k, v in wanted.items())]
+        return payload
+
+
+def load_discovery(emulator, crd_dir):
+    emulator.resources.load_bundled()
+    for path in sorted(glob.glob(os.path.join(crd_dir, "*.yaml"))):
+        with open(path, encoding="utf-8") as handle:
+            for doc in yaml.load_all(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+                if not doc or doc.get("kind") != "CustomResourceDefinition":
+                    continue
+                spec = doc["spec"]
+                for version in spec["versions"]:
+                    if version.get("served", True):
+                        _declare(emulator, "%s/%s/%s" % (spec["group"], version["name"], spec["names"]["plural"]),
+                                 spec["names"]["kind"], spec["scope"] == "Namespaced", spec["names"].get("singular"))
+    for key, kind, namespaced in EXTRA_RESOURCES:
+        _declare(emulator, key, kind, namespaced, kind.lower())
+
+
+def _declare(emulator, key, kind, namespaced, singular):
+    info = emulator.resources[key]
+    info.kind, info.namespaced, info.singular = kind, namespaced, singular
+    info.verbs.update(["create", "delete", "get", "list", "patch", "update", "watch"])
+    info.subresources.add("status")
+
+
+def resource_of(emulator, api_version, plural):
+    group, _, version = api_version.rpartition("/")
+    return kmock.resource(group, version, plural)
+
+
+def set_status(emulator, obj, status):
+    if obj.raw.get("status") != _merge(obj.raw.get("status") or {}, status):
+        obj.patch({"status": status, "metadata": {"resourceVersion": emulator._bump()}})
+
+
+def condition(kind_of, status="True"):
+    return {"conditions": [{"type": kind_of, "status": status, "lastTransitionTime": now()}]}
+
+
+READY_RULES = {
+    # plural: status a real controller would set once the object works.
+    "deployments": condition("Available"),
+    "jobs": dict(condition("Complete"), succeeded=1),
+    "inferenceservices": condition("Ready"),
+    "catalogsources": {"connectionState": {"lastObservedState": "READY"}},
+    "clusterpolicies": {"state": "ready"},
+    "dscinitializations": {"phase": "Ready"},
+    "datascienceclusters": {"phase": "Ready"},
+}
+
+
+async def simulate_controllers(emulator):
+    """Every half second, move objects along the way their controllers would."""
+    while True:
+        for (resource, namespace, name), obj in list(emulator._objects.items()):
+            if obj.deleted or "%s/%s/%s" % (obj.raw.get("kind"), namespace, name) in emulator.never_ready \
+                    or "%s/%s" % (obj.raw.get("kind"), name) in emulator.never_ready:
+                continue
+            plural = resource.plural
+            if plural in READY_RULES:
+                set_status(emulator, obj, READY_RULES[plural])
+            if plural == "subscriptions":
+                await _subscription(emulator, namespace, obj)
+            elif plural == "installplans" and (obj.raw.get("spec") or {}).get("approved"):
+                for csv in obj.raw["spec"]["clusterServiceVersionNames"]:
+                    key = (resource_of(emulator, "operators.coreos.com/v1alpha1", "clusterserviceversions"), namespace, csv)
+                    if key not in emulator._objects:
+                        emulator._objects[key] = {"apiVersion": "operators.coreos.com/v1alpha1",
+                                                  "kind": "ClusterServiceVersion",
+                                                  "metadata": {"name": csv, "namespace": namespace},
+                                                  "status": {"phase": "Succeeded"}}
+            elif plural == "jobs" and "-taste-" in name:
+                pod = name + "-pod"
+                key = (kmock.resource("", "v1", "pods"), namespace, pod)
+                if key not in emulator._objects:
+                    emulator._objects[key] = {"apiVersion": "v1", "kind": "Pod",
+                                              "metadata": {"name": pod, "namespace": namespace,
+                                                           "labels": {"job-name": name}},
+                                              "status": {"phase": "Succeeded"}}
+                    container = obj.raw["spec"]["template"]["spec"]["containers"][0]
+                    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+                    emulator.pod_logs[(namespace, pod)] = json.dumps({
+                        "model": env.get("KITCHEN_MODEL"), "url": env.get("KITCHEN_URL"), "ok": True,
+                        "answer": "(emulated: no model runs in the API emulator)",
+                        "latency_seconds": 0.0, "tokens_per_second": None}) + "\n"
+        await asyncio.sleep(0.5)
+
+
+async def _subscription(emulator, namespace, obj):
+    spec = obj.raw.get("spec") or {}
+    csv = spec.get("startingCSV")
+    key = (resource_of(emulator, "operators.coreos.com/v1alpha1", "installplans"), namespace, "install-" + spec.get("name", "x"))
+    if csv and key not in emulator._objects:
+        emulator._objects[key] = {"apiVersion": "operators.coreos.com/v1alpha1", "kind": "InstallPlan",
+                                  "metadata": {"name": key[2], "namespace": namespace},
+                                  "spec": {"approval": spec.get("installPlanApproval", "Manual"), "approved": False,
+                                           "clusterServiceVersionNames": [csv]}}
+        set_status(emulator, obj, {"state": "UpgradePending", "currentCSV": csv})
+
+
+def write_kubeconfig(path, url):
+    with open(path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "current-context": "emulator",
+                        "clusters": [{"name": "emulator", "cluster": {"server": url}}],
+                        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "emulator"}}],
+                        "users": [{"name": "emulator", "user": {"token": "emulator"}}]}, handle)
+
+
+async def serve(args):
+    emulator = KitchenEmulator(never_ready=set(args.never_ready))
+    load_discovery(emulator, args.crd_dir)
+    for spec in args.node:
+        name, _, gpus = spec.partition("=")
+        capacity = {"cpu": "64", "memory": "512Gi"}
+        if gpus and int(gpus) > 0:
+            capacity["nvidia.com/gpu"] = gpus
+        emulator._objects[(kmock.resource("", "v1", "nodes"), None, name)] = {
+            "apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {}},
+            "status": {"capacity": capacity}}
+    async with emulator, kmock.Server(emulator, host="127.0.0.1", port=args.port) as server:
+        url = "http://127.0.0.1:%d" % server.port
+        write_kubeconfig(args.kubeconfig, url)
+        print(json.dumps({"url": url, "kubeconfig": args.kubeconfig}), flush=True)
+        controllers = asyncio.ensure_future(simulate_controllers(emulator))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        controllers.cancel()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--crd-dir", required=True)
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--node", action="append", default=[], help="NAME=GPUS, a Node with that GPU capacity")
+    parser.add_argument("--never-ready", action="append", default=[], help="Kind/namespace/name or Kind/name")
+    asyncio.run(serve(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
