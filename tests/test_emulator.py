@@ -1,0 +1,91 @@
+"""Apply delivery through kubernetes.core against the Kubernetes API emulator: check mode, and
+the timeout messages a user sees when something never becomes ready."""
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import yaml
+
+from conftest import ROOT, crd_dir, run_playbook
+
+pytestmark = pytest.mark.playbook
+SAMPLE = "inventories/openshift-sample"
+EMULATOR = ROOT / "tests" / "emulator" / "kube_emulator.py"
+
+
+@pytest.fixture
+def emulator(tmp_path, request):
+    if not crd_dir().is_dir():
+        pytest.skip("CRD folder %s is missing: the emulator serves the CRDs' kinds" % crd_dir())
+    options = getattr(request, "param", {})
+    kubeconfig = tmp_path / "kubeconfig"
+    args = [sys.executable, str(EMULATOR), "--crd-dir", str(crd_dir()), "--kubeconfig", str(kubeconfig)]
+    for node, gpus in options.get("nodes", {"gpu-node-1.acme.internal": 1, "gpu-node-2.acme.internal": 1}).items():
+        args += ["--node", "%s=%d" % (node, gpus)]
+    for target in options.get("never_ready", []):
+        args += ["--never-ready", target]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=open(tmp_path / "emulator.log", "wb"), text=True)
+    url = json.loads(process.stdout.readline())["url"]
+    yield {"kubeconfig": kubeconfig, "url": url}
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def site_vars(kubeconfig, timeout=60):
+    return json.dumps({"kitchen_cluster": {"openshift_version": "4.18", "kubernetes_version": "1.31",
+                                           "kubeconfig": str(kubeconfig), "wait_timeout": timeout},
+                       "minio_create_buckets": False})
+
+
+def get(url, path):
+    with urllib.request.urlopen(url + path, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_check_mode_against_an_empty_cluster_changes_nothing(emulator):
+    run = run_playbook(SAMPLE, "site.yml", "--check", "--diff", "-e", site_vars(emulator["kubeconfig"]))
+    assert run.rc == 0, run.output
+    assert run.recap()["changed"] > 0  # it reports what it would create
+    for tenant in ("kitchen-platform", "kitchen-finance", "kitchen-storage", "redhat-ods-operator"):
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            get(emulator["url"], "/api/v1/namespaces/%s" % tenant)
+    assert get(emulator["url"], "/apis/serving.kserve.io/v1beta1/namespaces/kitchen-platform/inferenceservices")["items"] == []
+
+
+@pytest.mark.parametrize("emulator", [{"never_ready": ["InferenceService/kitchen-platform/granite-3-8b-instruct"]}],
+                         indirect=True)
+def test_a_model_that_never_becomes_ready_is_named(emulator):
+    started = time.monotonic()
+    run = run_playbook(SAMPLE, "phase2.yml", "-e", site_vars(emulator["kubeconfig"], timeout=10))
+    assert run.rc != 0
+    assert ("kserve_vllm: not ready after 10 s: InferenceService/kitchen-platform/granite-3-8b-instruct "
+            "(waiting for condition Ready=True; it reports no status conditions)") in run.text
+    assert "TASK [smoke_test" not in run.output  # nothing is tasted before it is served
+    assert time.monotonic() - started < 120
+
+
+@pytest.mark.parametrize("emulator", [{"nodes": {"gpu-node-1.acme.internal": 1, "gpu-node-2.acme.internal": 0}}],
+                         indirect=True)
+def test_a_gpu_node_without_gpus_is_named(emulator):
+    run = run_playbook(SAMPLE, "phase1.yml", "--tags", "gpu_node_prep", "-e", site_vars(emulator["kubeconfig"], timeout=10))
+    assert run.rc != 0
+    assert ("GPU nodes without nvidia.com/gpu capacity after 10 s: gpu-node-2.acme.internal "
+            "(nvidia.com/gpu.present=absent, feature.node.kubernetes.io/pci-10de.present=absent)") in run.text
+    assert "gpu-node-1.acme.internal (" not in run.text
+
+
+@pytest.mark.parametrize("emulator", [{"never_ready": ["Subscription/openshift-nfd/nfd"]}], indirect=True)
+def test_an_operator_that_never_installs_shows_catalog_and_subscription(emulator):
+    run = run_playbook(SAMPLE, "phase1.yml", "--tags", "gpu_node_prep", "-e", site_vars(emulator["kubeconfig"], timeout=10))
+    assert run.rc != 0
+    assert "nfd: nfd.4.18.0-202510211040 was not installed within 10 s" in run.text
+    assert "CatalogSource openshift-marketplace/cs-redhat-operator-index: not found or no connection state." in run.text
+    assert "Subscription openshift-nfd/nfd: no status." in run.text
+    assert "InstallPlans: none." in run.text
+    plans = get(emulator["url"], "/apis/operators.coreos.com/v1alpha1/namespaces/openshift-nfd/installplans")["items"]
+    assert plans == []
