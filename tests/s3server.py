@@ -81,8 +81,12 @@ class SeaweedS3:
         ports = [_free_port_pair() for _ in range(3)]
         self.process = subprocess.Popen(
             [weed, "server", "-dir=%s" % data, "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-             "-master.port=%d" % ports[0], "-volume.port=%d" % ports[1], "-filer.port=%d" % ports[2],
+             "-master.port=%d" % ports[0], "-volume.port=%d" % ports[1],
+             # one collection per bucket, each grows several volumes: room for many small ones
+             "-volume.max=100", "-master.volumeSizeLimitMB=256", "-filer.port=%d" % ports[2],
              "-s3", "-s3.port=%d" % self.port, "-s3.config=%s" % config,
+             # fixed-port side services would collide when several servers run at once
+             "-s3.port.iceberg=0", "-s3.port.lance=0",
              "-s3.cert.file=%s" % self.tls["cert"], "-s3.key.file=%s" % self.tls["key"]],
             stdout=open(self.folder / "weed.log", "wb"), stderr=subprocess.STDOUT)
         client = self.client()
@@ -104,6 +108,12 @@ class SeaweedS3:
 
     def buckets(self):
         return sorted(b["Name"] for b in self.client().list_buckets().get("Buckets", []))
+
+    def crash(self):
+        """Kill the server as a power cut would (no clean shutdown)."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
 
     def stop(self):
         if self.process and self.process.poll() is None:
