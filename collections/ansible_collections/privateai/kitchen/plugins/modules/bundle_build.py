@@ -1,0 +1,141 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Private AI Kitchen contributors
+# Apache License 2.0 (see LICENSE)
+
+DOCUMENTATION = r"""
+module: bundle_build
+short_description: Plan and build an air-gap bundle (images, models, adapters, CA, eval data)
+description:
+  - Reads every source first (image digests with skopeo, sha256 of every file, safetensors
+    headers, shard indexes, adapter configs, certificate validity) and returns the plan (what
+    will be added, what the bundle already holds, what the site already holds per I(receipt)).
+  - Then copies only what is missing into volumes of at most I(volume_size), split at file
+    boundaries, and writes the manifest (docs/bundle.md) into the bundle and every volume.
+  - A second run with the same sources changes nothing. Check mode returns the plan only.
+version_added: 0.2.0
+author: Private AI Kitchen contributors
+options:
+  site:
+    description: "Site name (kitchen_site_name)."
+    type: str
+    required: true
+  dir:
+    description: "Bundle folder."
+    type: path
+    required: true
+  volume_size:
+    description: "Largest volume in bytes, or a quantity like 4Gi."
+    type: raw
+    required: true
+  receipt:
+    description: "Receipt of the site's last import; what it lists is not shipped again."
+    type: path
+  workers:
+    description: "Files hashed at once; the number of cores when unset."
+    type: int
+  images:
+    description: "Images to carry: name, source (a skopeo reference such as docker://... or oci:...), repository, tag, mirror_of."
+    type: list
+    elements: dict
+    default: []
+  models:
+    description: "\"Base models: I(name), I(path) (folder), I(format).\""
+    type: list
+    elements: dict
+    default: []
+  adapters:
+    description: "\"LoRA adapters: I(name), I(version), I(base_model), I(path).\""
+    type: list
+    elements: dict
+    default: []
+  ca_certificates:
+    description: "\"CA certificates: I(name), I(path) (PEM).\""
+    type: list
+    elements: dict
+    default: []
+  eval_sets:
+    description: "\"Evaluation data: I(name), I(path) (file or folder).\""
+    type: list
+    elements: dict
+    default: []
+  source_ca_file:
+    description: "CA file that verifies the source registries."
+    type: path
+  source_authfile:
+    description: "containers auth file with credentials for the source registries."
+    type: path
+  all_platforms:
+    description: "Copy every platform of a multi-arch image (keeps the list digest)."
+    type: bool
+    default: true
+attributes:
+  check_mode: {support: full}"""
+
+EXAMPLES = r"""
+- name: Build the bundle
+  privateai.kitchen.bundle_build:
+    site: acme-dc1
+    dir: /srv/bundles/acme-dc1
+    volume_size: 25Gi
+    images:
+      - {name: vllm, source: "docker://quay.io/vllm/vllm-openai:v0.10.1", repository: vllm/vllm-openai, tag: v0.10.1}
+    models:
+      - {name: granite-3-8b-instruct, path: /srv/models/granite-3.3-8b-instruct}
+"""
+
+RETURN = r"""
+plan:
+  description: One entry per item, with action C(add), C(in-bundle) or C(at-site), its size and digest.
+  type: list
+  elements: dict
+  returned: always
+bundle_id: {description: Id of the bundle written (not in check mode)., type: str, returned: success}
+volumes: {description: Volumes with their file count and bytes., type: list, elements: dict, returned: success}
+"""
+
+import re
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_build import build, plan
+from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import BundleError
+
+_UNITS = {"": 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "k": 10 ** 3, "M": 10 ** 6,
+          "G": 10 ** 9, "T": 10 ** 12}
+
+
+def to_bytes(value):
+    match = re.match(r"^\s*(\d+)\s*(Ki|Mi|Gi|Ti|k|M|G|T|)\s*$", str(value))
+    if not match:
+        raise BundleError("kitchen_bundle.volume_size: %r is not a size like 4Gi or a number of bytes" % (value,))
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            site=dict(type="str", required=True), dir=dict(type="path", required=True),
+            volume_size=dict(type="raw", required=True), receipt=dict(type="path"), workers=dict(type="int"),
+            images=dict(type="list", elements="dict", default=[]), models=dict(type="list", elements="dict", default=[]),
+            adapters=dict(type="list", elements="dict", default=[]),
+            ca_certificates=dict(type="list", elements="dict", default=[]),
+            eval_sets=dict(type="list", elements="dict", default=[]),
+            source_ca_file=dict(type="path"), source_authfile=dict(type="path"),
+            all_platforms=dict(type="bool", default=True)),
+        supports_check_mode=True)
+    spec = dict(module.params)
+    try:
+        spec["volume_size"] = to_bytes(spec["volume_size"])
+        the_plan = plan(spec, write_cache=not module.check_mode)
+        actions = the_plan["actions"]
+        if module.check_mode:
+            module.exit_json(changed=any(a["action"] == "add" for a in actions), plan=actions)
+        changed, manifest = build(spec, the_plan)
+    except BundleError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=changed, plan=actions, bundle_id=manifest["bundle_id"], volumes=manifest["volumes"])
+
+
+if __name__ == "__main__":
+    main()
