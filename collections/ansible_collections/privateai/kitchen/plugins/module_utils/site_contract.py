@@ -259,6 +259,7 @@ class SiteValidator:
                 must_reference("kitchen_adapters[%d].tenants[%d]" % (index, t_index), tenant, tenants,
                                "a tenant in kitchen_tenants")
 
+        out.extend(self._bundle_references(site, models, must_reference))
         out.extend(self._openshift_needs(site))
 
         storage = site.get("kitchen_storage")
@@ -268,6 +269,31 @@ class SiteValidator:
         if site.get("kitchen_platform") == "openshift" and isinstance(registry, dict) and registry.get("insecure") is True:
             out.append(Violation("kitchen_registry.insecure",
                                  "True is refused on openshift: serve the registry over TLS and trust kitchen_ca"))
+        return out
+
+    @staticmethod
+    def _bundle_references(site: dict, models, must_reference) -> list[Violation]:
+        """What the bundle carries must be something the site serves: a model of
+        kitchen_models, a version of a kitchen_adapters flavour."""
+        out: list[Violation] = []
+        bundle = site.get("kitchen_bundle")
+        if not isinstance(bundle, dict):
+            return out
+        for index, model in enumerate(bundle.get("models") or []):
+            if isinstance(model, dict):
+                must_reference("kitchen_bundle.models[%d].name" % index, model.get("name"), models,
+                               "a model in kitchen_models")
+        flavours = {a.get("name"): a for a in site.get("kitchen_adapters") or [] if isinstance(a, dict)}
+        for index, adapter in enumerate(bundle.get("adapters") or []):
+            if not isinstance(adapter, dict):
+                continue
+            name, version = adapter.get("name"), adapter.get("version")
+            must_reference("kitchen_bundle.adapters[%d].name" % index, name, set(flavours),
+                           "a flavour in kitchen_adapters")
+            versions = (flavours.get(name) or {}).get("versions")
+            if isinstance(versions, list) and isinstance(version, str) and version not in versions:
+                out.append(Violation("kitchen_bundle.adapters[%d].version" % index, "%r is not one of %s's versions: %s"
+                                     % (version, name, ", ".join(map(str, versions)))))
         return out
 
     # What the OpenShift roles need beyond the schema's required keys.
