@@ -23,6 +23,7 @@ from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files imp
     BundleError,
     certificate_facts,
     check_model_dir,
+    copy_verified,
     hash_files,
     read_adapter,
     sha256_file,
@@ -251,19 +252,6 @@ def _units(items):
     return units
 
 
-def _copy_verified(source, target, expected):
-    """Copy source to target, hashing on the way; the source must still match the plan."""
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    temporary = target + ".kitchen-partial"
-    shutil.copyfile(source, temporary)
-    found, _ = sha256_file(temporary)
-    if found != expected:
-        os.unlink(temporary)
-        raise BundleError("%s changed while the bundle was built (sha256 %s, planned %s): run again"
-                          % (source, found, expected))
-    os.replace(temporary, target)
-
-
 def build(spec, the_plan, report=None):
     """Carry out a plan; returns (changed, manifest)."""
     bundle_dir = spec["dir"]
@@ -325,7 +313,7 @@ def build(spec, the_plan, report=None):
             else:
                 if report:
                     report("adding %s" % entry["path"])
-                _copy_verified(source, target, entry["sha256"])
+                copy_verified(source, target, entry["sha256"])
             changed = True
     for kind in KINDS:
         for item in items[kind]:

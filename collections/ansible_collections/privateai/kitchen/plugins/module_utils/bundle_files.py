@@ -45,6 +45,21 @@ def sha256_file(path, progress=None, block=BLOCK):
     return digest.hexdigest(), size
 
 
+def copy_verified(source, target, expected):
+    """Copy source to target, hashing the copy; the target appears only once its sha256 is right."""
+    import shutil
+
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    temporary = target + ".kitchen-partial"
+    shutil.copyfile(source, temporary)
+    found, _ = sha256_file(temporary)
+    if found != expected:
+        os.unlink(temporary)
+        raise BundleError("%s: sha256 %s after copying to %s, expected %s: the source changed or the disk "
+                          "is damaged; nothing was placed" % (source, found, target, expected))
+    os.replace(temporary, target)
+
+
 def default_workers():
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 

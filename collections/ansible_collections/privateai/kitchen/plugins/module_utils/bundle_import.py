@@ -31,6 +31,7 @@ from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_build imp
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import (
     BundleError,
     certificate_facts,
+    copy_verified,
     sha256_file,
     verify_files,
 )
@@ -195,12 +196,12 @@ def import_bundle(paths, spec, workers=None, report=None, check_mode=False, sign
                 entry["action"] = outcome[entry["key"]] if entry["action"] == "upload" else "replaced"
         _write_model_sums(client, manifest, target)
         for source, destination, sha in model_copies:
-            _place(source, destination, sha)
+            copy_verified(source, destination, sha)
             result["model_files"].append(destination)
         for item in manifest["ca_certificates"]:
             if target.ca_dir and item["files"][0]["volume"] in folders:
                 entry = item["files"][0]
-                _place(os.path.join(folders[entry["volume"]], entry["path"]),
+                copy_verified(os.path.join(folders[entry["volume"]], entry["path"]),
                        os.path.join(target.ca_dir, os.path.basename(entry["path"])), entry["sha256"])
         result["changed"] = True
         result["receipt"] = _write_receipt(manifest, summary, result, folders, client, target, started, signature)
@@ -227,20 +228,6 @@ def _model_placements(manifest, folders, target):
             continue
         out.append((os.path.join(folders[entry["volume"]], entry["path"]), destination, entry["sha256"]))
     return out
-
-
-def _place(source, destination, expected):
-    """Copy with the sha256 checked on the way; the file appears only once it is right."""
-    import shutil
-
-    os.makedirs(os.path.dirname(destination), exist_ok=True)
-    temporary = destination + ".kitchen-partial"
-    shutil.copyfile(source, temporary)
-    found, _ = sha256_file(temporary)
-    if found != expected:
-        os.unlink(temporary)
-        raise BundleError("%s: sha256 %s after copying from %s, expected %s" % (destination, found, source, expected))
-    os.replace(temporary, destination)
 
 
 def _write_model_sums(client, manifest, target):
