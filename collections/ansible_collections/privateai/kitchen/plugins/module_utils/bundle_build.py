@@ -26,7 +26,6 @@ from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files imp
     copy_verified,
     hash_files,
     read_adapter,
-    sha256_file,
 )
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_manifest import (
     FORMAT,
