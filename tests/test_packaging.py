@@ -56,3 +56,9 @@ def test_vendored_tarballs_install_offline(tmp_path):
 def test_inventory_reference_is_generated_from_the_schema():
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "schema-doc"), "--check"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_published_bundle_manifest_schema_is_the_one_manifests_are_checked_against():
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "bundle-schema"), "--check"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
