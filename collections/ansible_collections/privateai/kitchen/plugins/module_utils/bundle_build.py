@@ -21,6 +21,7 @@ import shutil
 from ansible_collections.privateai.kitchen.plugins.module_utils import bundle_images as images
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import (
     BundleError,
+    ProgressFile,
     certificate_facts,
     check_model_dir,
     copy_verified,
@@ -86,8 +87,9 @@ def item_label(kind, item):
 class HashCache:
     """sha256 of source files keyed by (path, size, mtime): a rebuild rehashes nothing unchanged."""
 
-    def __init__(self, bundle_dir):
+    def __init__(self, bundle_dir, progress=None):
         self.path = os.path.join(bundle_dir, CACHE, HASH_CACHE)
+        self.progress = progress or ProgressFile()
         try:
             with open(self.path, encoding="utf-8") as handle:
                 self.entries = json.load(handle)
@@ -107,7 +109,10 @@ class HashCache:
                 out[path] = (self.entries[key], size)
             else:
                 missing.append(path)
-        for path, (digest, size) in hash_files(missing, workers).items():
+        if missing:
+            self.progress.stage("hash %d new or changed source files" % len(missing),
+                                sum(os.path.getsize(p) for p in missing))
+        for path, (digest, size) in hash_files(missing, workers, self.progress.advance).items():
             self.entries[self._key(path)[0]] = digest
             out[path] = (digest, size)
         return out
@@ -156,12 +161,14 @@ def _load_receipt(path):
     return {"bundle_id": receipt["bundle_id"], "sha256": receipt["manifest_sha256"]}, held
 
 
-def plan(spec, write_cache=True):
+def plan(spec, write_cache=True, progress=None):
     """What a build would do. spec: see the bundle_build module's options. With write_cache
-    false (check mode) not even the hash cache is written."""
+    false (check mode) not even the hash cache is written. progress: a ProgressFile."""
     bundle_dir = spec["dir"]
     workers = spec.get("workers")
-    cache = HashCache(bundle_dir)
+    progress = progress or ProgressFile()
+    progress.stage("read the sources")
+    cache = HashCache(bundle_dir, progress)
     base_receipt, held = _load_receipt(spec.get("receipt"))
     try:
         old, _ = load_manifest(bundle_dir)
@@ -251,8 +258,9 @@ def _units(items):
     return units
 
 
-def build(spec, the_plan, report=None):
+def build(spec, the_plan, progress=None):
     """Carry out a plan; returns (changed, manifest)."""
+    progress = progress or ProgressFile()
     bundle_dir = spec["dir"]
     items, old = the_plan["items"], the_plan["old"]
     changed = False
@@ -264,8 +272,7 @@ def build(spec, the_plan, report=None):
         for item in items["images"]:
             if item["_action"] != "add":
                 continue
-            if report:
-                report("copying image %s from %s" % (item["name"], item["source"]))
+            progress.stage("copy image %s from %s" % (item["name"], item["source"]), item.get("_estimate") or 0)
             layout = os.path.join(staging, item["layout"])
             stored = images.copy_to_layout(item["source"], layout, item["tag"], access,
                                            spec.get("all_platforms", True))
@@ -310,8 +317,7 @@ def build(spec, the_plan, report=None):
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 os.replace(source, target)
             else:
-                if report:
-                    report("adding %s" % entry["path"])
+                progress.stage("add %s" % entry["path"], entry["size"])
                 copy_verified(source, target, entry["sha256"])
             changed = True
     for kind in KINDS:

@@ -17,7 +17,9 @@ import hashlib
 import json
 import os
 import struct
+import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 BLOCK = 4 * 1024 * 1024
@@ -67,7 +69,7 @@ def default_workers():
 class Progress:
     """Thread-safe byte counter; report(done, total) is called at most every `step` bytes."""
 
-    def __init__(self, total, report=None, step=256 * 1024 * 1024):
+    def __init__(self, total, report=None, step=64 * 1024 * 1024):
         self.total = total
         self.done = 0
         self._report = report
@@ -83,6 +85,48 @@ class Progress:
             if self.done >= self._next or self.done >= self.total:
                 self._next = self.done + self._step
                 self._report(self.done, self.total)
+
+
+class ProgressFile:
+    """How far a long module run is, as one small JSON document replaced atomically.
+
+    A module cannot talk to the controller while it runs; run asynchronously, it writes
+    here and the bundle_wait action shows the stage, bytes done and rate as they change.
+    stage() starts a step (with its byte total, 0 when unknown), advance() is a Progress
+    report. Without a path it does nothing.
+    """
+
+    step = 64 * 1024 * 1024  # bytes between two advance() calls of a Progress
+
+    def __init__(self, path=None, min_interval=0.5):
+        self.path = path
+        self.min_interval = min_interval
+        self._stage, self._total, self._done = None, 0, 0
+        self._started = self._written = 0.0
+        self._lock = threading.Lock()
+
+    def stage(self, text, total=0):
+        with self._lock:
+            self._stage, self._total, self._done = text, total, 0
+            self._started = time.monotonic()
+            self._write(force=True)
+
+    def advance(self, done, total):
+        with self._lock:
+            self._done, self._total = done, total
+            self._write(force=done >= total)
+
+    def _write(self, force):
+        now = time.monotonic()
+        if not self.path or (not force and now - self._written < self.min_interval):
+            return
+        self._written = now
+        state = {"stage": self._stage, "done": self._done, "total": self._total,
+                 "seconds": round(now - self._started, 2)}
+        handle, temporary = tempfile.mkstemp(dir=os.path.dirname(self.path) or ".", prefix=".progress-")
+        with os.fdopen(handle, "w") as stream:
+            json.dump(state, stream)
+        os.replace(temporary, self.path)
 
 
 def verify_files(entries, root_of, workers=None, report=None):

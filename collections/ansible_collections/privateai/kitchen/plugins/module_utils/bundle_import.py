@@ -30,6 +30,8 @@ from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_build imp
 )
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import (
     BundleError,
+    Progress,
+    ProgressFile,
     certificate_facts,
     copy_verified,
     sha256_file,
@@ -69,15 +71,18 @@ def open_volumes(paths):
     return manifest, digest, folders
 
 
-def verify(paths, workers=None, report=None):
-    """Check every file of the given volumes; raises with every problem at once."""
+def verify(paths, workers=None, progress=None):
+    """Check every file of the given volumes; raises with every problem at once.
+    progress: a ProgressFile (or anything with its stage/advance/step)."""
+    progress = progress or ProgressFile()
     manifest, digest, folders = open_volumes(paths)
     entries, problems = [], []
     for _, _, entry in iter_files(manifest):
         if entry["volume"] in folders:
             entries.append(entry)
     started = time.monotonic()
-    problems += verify_files(entries, lambda e: folders[e["volume"]], workers, report)
+    progress.stage("verify sha256 of %d files" % len(entries), sum(e["size"] for e in entries))
+    problems += verify_files(entries, lambda e: folders[e["volume"]], workers, progress.advance)
     seconds = time.monotonic() - started
     for item in manifest["ca_certificates"]:
         for entry in item["files"]:
@@ -123,9 +128,12 @@ def _object_plan(manifest, folders, target):
     return out
 
 
-def import_bundle(paths, spec, workers=None, report=None, check_mode=False, signature=None, upload_progress=None):
-    """Verify, check the site, then import. Returns a result dict (changed, receipt, ...)."""
-    summary, manifest, folders = verify(paths, workers, report)
+def import_bundle(paths, spec, workers=None, progress=None, check_mode=False, signature=None):
+    """Verify, check the site, then import. Returns a result dict (changed, receipt, ...).
+    progress: a ProgressFile (stages and bytes of the long steps)."""
+    progress = progress or ProgressFile()
+    summary, manifest, folders = verify(paths, workers, progress)
+    progress.stage("check the registry and S3")
     target = Target(spec)
     registry = spec["registry"]
     access = images.RegistryAccess(host=target.registry_host, ca_file=registry.get("ca_file"),
@@ -180,8 +188,7 @@ def import_bundle(paths, spec, workers=None, report=None, check_mode=False, sign
         started = _now()
         for item, destination, present in pushes:
             if not present:
-                if report:
-                    report("pushing image %s to %s" % (item["name"], destination))
+                progress.stage("push image %s to %s" % (item["name"], destination))
                 images.push_layout(os.path.join(folders[item["files"][0]["volume"]], item["layout"]),
                                    item["tag"], destination, item["digest"], access)
         for bucket, exists in buckets.items():
@@ -189,12 +196,16 @@ def import_bundle(paths, spec, workers=None, report=None, check_mode=False, sign
                 s3.ensure_bucket(client, bucket)
         uploads = [s3.Upload(b, k, os.path.join(folder, e["path"]), e["sha256"], e["size"])
                    for (b, k, e, folder, _, _), _ in to_send]
-        outcome, sent = s3.Uploader(client, report=upload_progress).upload(uploads)
+        total = sum(u.size for u in uploads)
+        progress.stage("upload %d objects to S3" % len(uploads), total)
+        outcome, sent = s3.Uploader(client, report=Progress(total, progress.advance, progress.step)).upload(uploads)
         result["bytes_sent"] = sent
         for entry in result["objects"]:
             if entry["key"] in outcome and entry["action"] != "present":
                 entry["action"] = outcome[entry["key"]] if entry["action"] == "upload" else "replaced"
         _write_model_sums(client, manifest, target)
+        if model_copies:
+            progress.stage("place %d model files in %s" % (len(model_copies), target.model_dir))
         for source, destination, sha in model_copies:
             copy_verified(source, destination, sha)
             result["model_files"].append(destination)

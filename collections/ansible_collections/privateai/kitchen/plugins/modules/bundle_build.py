@@ -69,6 +69,9 @@ options:
     description: "Copy every platform of a multi-arch image (keeps the list digest)."
     type: bool
     default: true
+  progress_file:
+    description: "File the module keeps its progress in (stage, bytes done, total) while it runs, for the bundle_wait action to show."
+    type: path
 attributes:
   check_mode: {support: full}"""
 
@@ -99,7 +102,7 @@ import re
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_build import build, plan
-from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import BundleError
+from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import BundleError, ProgressFile
 
 _UNITS = {"": 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "k": 10 ** 3, "M": 10 ** 6,
           "G": 10 ** 9, "T": 10 ** 12}
@@ -122,16 +125,17 @@ def main():
             ca_certificates=dict(type="list", elements="dict", default=[]),
             eval_sets=dict(type="list", elements="dict", default=[]),
             source_ca_file=dict(type="path"), source_authfile=dict(type="path"),
-            all_platforms=dict(type="bool", default=True)),
+            all_platforms=dict(type="bool", default=True), progress_file=dict(type="path")),
         supports_check_mode=True)
     spec = dict(module.params)
     try:
         spec["volume_size"] = to_bytes(spec["volume_size"])
-        the_plan = plan(spec, write_cache=not module.check_mode)
+        progress = ProgressFile(spec.pop("progress_file"))
+        the_plan = plan(spec, write_cache=not module.check_mode, progress=progress)
         actions = the_plan["actions"]
         if module.check_mode:
             module.exit_json(changed=any(a["action"] == "add" for a in actions), plan=actions)
-        changed, manifest = build(spec, the_plan)
+        changed, manifest = build(spec, the_plan, progress)
     except BundleError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=changed, plan=actions, bundle_id=manifest["bundle_id"], volumes=manifest["volumes"])

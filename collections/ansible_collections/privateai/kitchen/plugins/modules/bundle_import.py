@@ -52,6 +52,9 @@ options:
   workers:
     description: "Files hashed at once; the number of cores when unset."
     type: int
+  progress_file:
+    description: "File the module keeps its progress in (stage, bytes done, total) while it runs, for the bundle_wait action to show."
+    type: path
 attributes:
   check_mode: {support: full}"""
 
@@ -82,7 +85,7 @@ receipt: {description: Paths of the receipt in the bundle and in S3; null when n
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import BundleError
+from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import BundleError, ProgressFile
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_import import import_bundle
 
 
@@ -101,12 +104,12 @@ def main():
                 models=dict(type="str", required=True), adapters=dict(type="str", required=True),
                 eval=dict(type="str", required=True))),
             model_dir=dict(type="path"), ca_dir=dict(type="path"), mirror_config=dict(type="path"),
-            signature=dict(type="str"), workers=dict(type="int")),
+            signature=dict(type="str"), workers=dict(type="int"), progress_file=dict(type="path")),
         supports_check_mode=True)
     params = module.params
     try:
         result = import_bundle(params["paths"], params, workers=params["workers"], check_mode=module.check_mode,
-                               signature=params["signature"])
+                               signature=params["signature"], progress=ProgressFile(params["progress_file"]))
     except BundleError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result)

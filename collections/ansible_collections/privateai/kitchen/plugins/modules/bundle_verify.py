@@ -21,6 +21,9 @@ options:
   workers:
     description: "Files hashed at once; the number of cores when unset."
     type: int
+  progress_file:
+    description: "File the module keeps its progress in (stage, bytes done, total) while it runs, for the bundle_wait action to show."
+    type: path
 attributes:
   check_mode: {support: full}"""
 
@@ -36,15 +39,17 @@ verified: {description: Bundle id, manifest sha256, volumes here and missing, fi
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import BundleError
+from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import BundleError, ProgressFile
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_import import verify
 
 
 def main():
     module = AnsibleModule(argument_spec=dict(paths=dict(type="list", elements="path", required=True),
-                                              workers=dict(type="int")), supports_check_mode=True)
+                                              workers=dict(type="int"), progress_file=dict(type="path")),
+                           supports_check_mode=True)
     try:
-        summary, _, _ = verify(module.params["paths"], module.params["workers"])
+        summary, _, _ = verify(module.params["paths"], module.params["workers"],
+                               ProgressFile(module.params["progress_file"]))
     except BundleError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=False, verified=summary)
