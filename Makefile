@@ -17,13 +17,14 @@ RENDER_DIR ?= $(CURDIR)/build/render/$(SITE)
 K8S_VERSION ?= 1.31
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo render check lint unit molecule test clean
+.PHONY: help venv demo render check lint unit molecule test bench clean
 
 help:
 	@echo "make demo    render the OpenShift sample site (phases 1 and 2) and validate every manifest"
 	@echo "make test    ansible-lint + molecule scenarios + pytest (what CI runs)"
 	@echo "make render SITE=<inventory>   render a site's phases into build/render/<site>"
 	@echo "make check  SITE=<inventory>   ansible-playbook --check --diff of the phases (render mode)"
+	@echo "make bench   bundle benchmark: verify, S3 upload, image push against the plain tools (needs skopeo, docker-registry)"
 	@echo "make clean   remove build/ and the virtual environment"
 
 # Pinned, resolved set: pip never backtracks, installs in about a minute.
@@ -64,6 +65,11 @@ molecule: venv
 # pytest last: its summary is the closing line CI reads.
 test: venv lint molecule
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# About 5 minutes; writes build/bench/results.json. BENCH_ARGS="--size-gib 4 --repeat 5" to vary it.
+BENCH_ARGS ?=
+bench: venv
+	$(BIN)/python tools/bundle-bench $(BENCH_ARGS)
 
 clean:
 	rm -rf build $(VENV) .ansible .pytest_cache
