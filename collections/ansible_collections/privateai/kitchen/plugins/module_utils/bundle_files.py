@@ -16,6 +16,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import struct
 import tempfile
 import threading
@@ -234,6 +235,10 @@ def check_model_dir(name, directory, files):
         if missing:
             raise BundleError("model %s: %s names shards that are not there: %s"
                               % (name, rel, ", ".join(missing)))
+    shards = sorted(f for f in files if re.search(r"-\d{5}-of-\d{5}\.safetensors$", f))
+    if shards and not any(f.endswith(".safetensors.index.json") for f in files):
+        raise BundleError("model %s: sharded weights (%s) but no model.safetensors.index.json: servers cannot "
+                          "load them" % (name, ", ".join(shards)))
     if not any(f.endswith((".safetensors", ".gguf", ".bin")) for f in files):
         raise BundleError("model %s: no weights (*.safetensors, *.gguf) in %s" % (name, directory))
     return tensors
