@@ -262,6 +262,49 @@ def test_a_published_adapter_version_is_never_overwritten(tmp_path, upstream, so
     assert after == before
 
 
+def test_models_and_adapters_can_come_from_an_s3_bucket(tmp_path, upstream, sources, s3_server):
+    """A lab MinIO holding the weights: the build mirrors the prefix, then bundles it exactly
+    as the same files from a folder; a rebuild fetches only what changed in the bucket."""
+    client = s3_server.client()
+    client.create_bucket(Bucket="lab-weights")
+    model = Path(sources["models"][0]["path"])
+    for path in sorted(model.iterdir()):
+        client.upload_file(str(path), "lab-weights", "tiny-base/%s" % path.name)
+    adapter = Path(sources["adapters"][0]["path"])
+    for path in sorted(adapter.iterdir()):
+        client.upload_file(str(path), "lab-weights", "lora/helpdesk/1.0.0/%s" % path.name)
+    client.put_object(Bucket="lab-weights", Key="tiny-base/", Body=b"")  # a console's "folder" marker
+    local = spec_for(tmp_path / "local", upstream, dict(sources, images=[], eval_sets=[]))
+    _, from_folder = build(local)
+    remote_sources = dict(sources, images=[], eval_sets=[],
+                          models=[{"name": "tiny-base", "path": "s3://lab-weights/tiny-base"}])
+    remote_sources["adapters"] = [dict(sources["adapters"][0], path="s3://lab-weights/lora/helpdesk/1.0.0/"),
+                                  sources["adapters"][1]]
+    remote = spec_for(tmp_path / "remote", upstream, remote_sources, source_cache=str(tmp_path / "mirror"),
+                      source_s3={"endpoint": s3_server.endpoint, "access_key": ACCESS_KEY, "secret_key": SECRET_KEY,
+                                 "ca_file": str(s3_server.tls["ca"])})
+    the_plan = bundle_build.plan(remote)
+    assert len(the_plan["downloaded"]) == 5 + 2
+    _, from_bucket = bundle_build.build(remote, the_plan)
+    assert from_bucket["models"][0]["digest"] == from_folder["models"][0]["digest"]
+    assert from_bucket["adapters"][0]["base_model_digest"] == from_folder["adapters"][0]["base_model_digest"]
+
+    assert bundle_build.plan(remote)["downloaded"] == [], "an unchanged bucket is not fetched again"
+    client.put_object(Bucket="lab-weights", Key="tiny-base/config.json", Body=b'{"model_type": "tiny", "v": 2}')
+    client.delete_object(Bucket="lab-weights", Key="tiny-base/model.safetensors.index.json")
+    with pytest.raises(BundleError, match="model tiny-base: .*index"):
+        bundle_build.plan(remote)  # the mirror follows the bucket: the index is gone there too
+    mirrored = {p.name: p for p in (tmp_path / "mirror").rglob("*") if p.is_file() and "tiny-base" in str(p)}
+    assert "model.safetensors.index.json" not in mirrored
+    assert json.loads(mirrored["config.json"].read_text())["v"] == 2
+
+    no_endpoint = dict(remote)
+    del no_endpoint["source_s3"]
+    with pytest.raises(BundleError, match="model tiny-base: s3://lab-weights/tiny-base is an S3 source: "
+                                          "set kitchen_bundle.source_s3"):
+        bundle_build.plan(no_endpoint)
+
+
 def test_an_upload_cut_by_an_s3_crash_resumes_where_it_stopped(tmp_path, upstream, sources, internal, s3_server):
     big = tmp_path / "big-model"
     from bundle_sources import write_model

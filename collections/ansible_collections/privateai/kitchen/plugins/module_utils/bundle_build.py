@@ -149,6 +149,41 @@ def _file_item(kind, spec_item, root, names, cache, workers, **extra):
     return item
 
 
+def default_source_cache():
+    return os.path.join(os.path.expanduser("~"), ".cache", "private-ai-kitchen", "s3-sources")
+
+
+class Sources:
+    """Turns a source path into a local folder: itself, or for s3://bucket/prefix a mirror
+    kept in the source cache (fetched again only where the bucket changed)."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.client = None
+        self.downloaded = []
+
+    def local(self, label, path):
+        if not str(path).startswith("s3://"):
+            return path
+        connection = self.spec.get("source_s3")
+        if not connection:
+            raise BundleError("%s: %s is an S3 source: set kitchen_bundle.source_s3 (endpoint, access_key, "
+                              "secret_key)" % (label, path))
+        from ansible_collections.privateai.kitchen.plugins.module_utils import bundle_s3
+
+        bucket, _, prefix = path[len("s3://"):].partition("/")
+        if not bucket:
+            raise BundleError("%s: %r names no bucket (s3://<bucket>/<prefix>)" % (label, path))
+        if self.client is None:
+            self.client = bundle_s3.make_client(connection["endpoint"], connection["access_key"],
+                                                connection["secret_key"], connection.get("region") or "us-east-1",
+                                                connection.get("ca_file"))
+        host = connection["endpoint"].split("://", 1)[-1].rstrip("/").replace(":", "_").replace("/", "_")
+        folder = os.path.join(self.spec.get("source_cache") or default_source_cache(), host, bucket, prefix.strip("/"))
+        self.downloaded += bundle_s3.mirror_prefix(self.client, bucket, prefix, folder)
+        return folder
+
+
 def _load_receipt(path):
     if not path:
         return None, set()
@@ -169,6 +204,7 @@ def plan(spec, write_cache=True, progress=None):
     progress = progress or ProgressFile()
     progress.stage("read the sources")
     cache = HashCache(bundle_dir, progress)
+    sources = Sources(spec)
     base_receipt, held = _load_receipt(spec.get("receipt"))
     try:
         old, _ = load_manifest(bundle_dir)
@@ -191,7 +227,8 @@ def plan(spec, write_cache=True, progress=None):
 
     models = {}
     for model in spec.get("models", []):
-        root, names = _list_files("model %s" % model["name"], model["path"])
+        label = "model %s" % model["name"]
+        root, names = _list_files(label, sources.local(label, model["path"]))
         check_model_dir(model["name"], root, names)
         item = _file_item("models", model, root, names, cache, workers, format=model.get("format", "safetensors"),
                           digest=None)
@@ -201,13 +238,14 @@ def plan(spec, write_cache=True, progress=None):
     at_site_models = {(name): digest for kind, name, _, digest in held if kind == "models"}
     for adapter in spec.get("adapters", []):
         label = "%s %s" % (adapter["name"], adapter["version"])
-        facts = read_adapter(label, adapter["path"])
+        local = sources.local("adapter %s" % label, adapter["path"])
+        facts = read_adapter(label, local)
         base = adapter["base_model"]
         base_digest = models.get(base) or at_site_models.get(base)
         if not base_digest:
             raise BundleError("adapter %s: base model %r is neither in this bundle nor in the site's receipt"
                               % (label, base))
-        root, names = _list_files("adapter %s" % label, adapter["path"])
+        root, names = _list_files("adapter %s" % label, local)
         items["adapters"].append(_file_item(
             "adapters", adapter, root, names, cache, workers, version=adapter["version"], base_model=base,
             base_model_digest=base_digest, rank=facts["rank"], alpha=facts["alpha"],
@@ -219,7 +257,8 @@ def plan(spec, write_cache=True, progress=None):
         item["files"][0]["path"] = "ca/%s.pem" % ca["name"]
         items["ca_certificates"].append(item)
     for eval_set in spec.get("eval_sets", []):
-        root, names = _list_files("eval set %s" % eval_set["name"], eval_set["path"])
+        label = "eval set %s" % eval_set["name"]
+        root, names = _list_files(label, sources.local(label, eval_set["path"]))
         items["eval_sets"].append(_file_item("eval_sets", eval_set, root, names, cache, workers))
     if write_cache:
         cache.save()
@@ -241,7 +280,8 @@ def plan(spec, write_cache=True, progress=None):
             item["_action"] = action
             size = sum(f["size"] for f in item["files"]) or item.get("_estimate") or 0
             actions.append({"action": action, "item": item_label(kind, item), "bytes": size, "digest": digest})
-    return {"items": items, "old": old, "base_receipt": base_receipt, "actions": actions}
+    return {"items": items, "old": old, "base_receipt": base_receipt, "actions": actions,
+            "downloaded": sources.downloaded}
 
 
 def _units(items):

@@ -13,7 +13,9 @@ All parts of all files share one thread pool, as boto3's TransferManager does.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import BundleError
@@ -233,3 +235,73 @@ def put_bytes(client, bucket, key, data: bytes):
         return False
     client.put_object(Bucket=bucket, Key=key, Body=data, Metadata={"sha256": digest})
     return True
+
+
+MIRROR_INDEX = ".kitchen-s3-index.json"  # hidden: bundle sources skip hidden files
+
+
+def mirror_prefix(client, bucket, prefix, folder, concurrency=4):
+    """Make `folder` hold exactly the objects below s3://bucket/prefix (a connected-side
+    source). An object whose ETag and size match what was fetched before is not fetched
+    again; files no longer in the bucket are removed. Returns the keys downloaded."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    source = "s3://%s/%s" % (bucket, prefix)
+    prefix = prefix.strip("/")
+    index_path = os.path.join(folder, MIRROR_INDEX)
+    try:
+        with open(index_path, encoding="utf-8") as handle:
+            index = json.load(handle)
+    except (FileNotFoundError, ValueError):
+        index = {}
+    objects = {}
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                     Prefix=prefix + "/" if prefix else ""):
+            for item in page.get("Contents", []):
+                relative = item["Key"][len(prefix) + 1:] if prefix else item["Key"]
+                if not relative or relative.endswith("/"):
+                    continue  # folder markers
+                parts = relative.split("/")
+                if ".." in parts or any(p.startswith(".") for p in parts):
+                    raise BundleError("%s: object key %r is not a plain relative path; refused" % (source, item["Key"]))
+                objects[relative] = {"etag": _etag(item["ETag"]), "size": item["Size"]}
+    except (BotoCoreError, ClientError) as exc:
+        raise BundleError("%s: cannot list the source at %s: %s" % (source, client.meta.endpoint_url, exc)) from None
+    if not objects:
+        raise BundleError("%s: no objects there" % source)
+
+    def fresh(relative):
+        path = os.path.join(folder, relative)
+        return index.get(relative) == objects[relative] and os.path.isfile(path) \
+            and os.path.getsize(path) == objects[relative]["size"]
+
+    wanted = sorted(r for r in objects if not fresh(r))
+
+    def fetch(relative):
+        path = os.path.join(folder, relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        partial = path + ".kitchen-partial"
+        client.download_file(bucket, "%s/%s" % (prefix, relative) if prefix else relative, partial)
+        if os.path.getsize(partial) != objects[relative]["size"]:
+            os.unlink(partial)
+            raise BundleError("%s/%s: downloaded %d bytes, the listing said %d"
+                              % (source.rstrip("/"), relative, os.path.getsize(partial), objects[relative]["size"]))
+        os.replace(partial, path)
+
+    try:
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            list(pool.map(fetch, wanted))
+    except (BotoCoreError, ClientError) as exc:
+        raise BundleError("%s: download from %s failed: %s; run the build again to go on"
+                          % (source, client.meta.endpoint_url, exc)) from None
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            relative = os.path.relpath(os.path.join(root, name), folder)
+            if not name.startswith(".") and relative not in objects:
+                os.unlink(os.path.join(root, name))
+    with open(index_path + ".tmp", "w", encoding="utf-8") as handle:
+        json.dump({r: objects[r] for r in sorted(objects)}, handle, sort_keys=True)
+    os.replace(index_path + ".tmp", index_path)
+    return ["%s/%s" % (source.rstrip("/"), r) for r in wanted]

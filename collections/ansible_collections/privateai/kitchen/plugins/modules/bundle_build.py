@@ -65,6 +65,20 @@ options:
   source_authfile:
     description: "containers auth file with credentials for the source registries."
     type: path
+  source_s3:
+    description:
+      - S3 endpoint the models, adapters and eval sets given as C(s3://<bucket>/<prefix>) are read from.
+      - Each prefix is mirrored into I(source_cache) and fetched again only where the bucket changed (ETag, size).
+    type: dict
+    suboptions:
+      endpoint: {description: "URL, e.g. https://minio.lab.example:9000.", type: str, required: true}
+      access_key: {description: Access key., type: str, required: true}
+      secret_key: {description: Secret key., type: str, required: true}
+      region: {description: Region., type: str, default: us-east-1}
+      ca_file: {description: CA file that verifies the endpoint., type: path}
+  source_cache:
+    description: "Folder of the S3 source mirrors; ~/.cache/private-ai-kitchen/s3-sources when unset. Check mode fills it too: a source is read to be hashed."
+    type: path
   all_platforms:
     description: "Copy every platform of a multi-arch image (keeps the list digest)."
     type: bool
@@ -93,6 +107,7 @@ plan:
   type: list
   elements: dict
   returned: always
+downloaded: {description: Objects fetched from S3 sources by this run., type: list, elements: str, returned: always}
 bundle_id: {description: Id of the bundle written (not in check mode)., type: str, returned: success}
 volumes: {description: Volumes with their file count and bytes., type: list, elements: dict, returned: success}
 """
@@ -125,6 +140,11 @@ def main():
             ca_certificates=dict(type="list", elements="dict", default=[]),
             eval_sets=dict(type="list", elements="dict", default=[]),
             source_ca_file=dict(type="path"), source_authfile=dict(type="path"),
+            source_s3=dict(type="dict", options=dict(
+                endpoint=dict(type="str", required=True), access_key=dict(type="str", required=True, no_log=True),
+                secret_key=dict(type="str", required=True, no_log=True), region=dict(type="str", default="us-east-1"),
+                ca_file=dict(type="path"))),
+            source_cache=dict(type="path"),
             all_platforms=dict(type="bool", default=True), progress_file=dict(type="path")),
         supports_check_mode=True)
     spec = dict(module.params)
@@ -134,11 +154,13 @@ def main():
         the_plan = plan(spec, write_cache=not module.check_mode, progress=progress)
         actions = the_plan["actions"]
         if module.check_mode:
-            module.exit_json(changed=any(a["action"] == "add" for a in actions), plan=actions)
+            module.exit_json(changed=any(a["action"] == "add" for a in actions), plan=actions,
+                             downloaded=the_plan["downloaded"])
         changed, manifest = build(spec, the_plan, progress)
     except BundleError as exc:
         module.fail_json(msg=str(exc))
-    module.exit_json(changed=changed, plan=actions, bundle_id=manifest["bundle_id"], volumes=manifest["volumes"])
+    module.exit_json(changed=changed, plan=actions, downloaded=the_plan["downloaded"], bundle_id=manifest["bundle_id"],
+                     volumes=manifest["volumes"])
 
 
 if __name__ == "__main__":
