@@ -1,0 +1,24 @@
+# -*- coding: utf-8 -*-
+# Copyright: Private AI Kitchen contributors
+# Apache License 2.0 (see LICENSE)
+"""Jinja filters of the image_build role."""
+
+import hashlib
+
+
+def image_references(containerfile_stats, base_image_id, prefix):
+    """{name: <prefix>/<name>:<tag>} from the registered stat results of the Containerfiles
+    (loop items are the image names). The tag is the first 12 hex digits of sha256 over the
+    base image id and the Containerfile's sha256: an image is rebuilt exactly when one of
+    them changed."""
+    out = {}
+    for result in containerfile_stats:
+        checksum = result["stat"]["checksum"]
+        tag = hashlib.sha256(("%s/%s" % (base_image_id, checksum)).encode()).hexdigest()[:12]
+        out[result["item"]] = "%s/%s:%s" % (prefix.rstrip("/"), result["item"], tag)
+    return out
+
+
+class FilterModule:
+    def filters(self):
+        return {"kitchen_image_references": image_references}

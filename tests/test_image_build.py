@@ -1,0 +1,61 @@
+"""The single-host kitchen's own images, built offline with real podman: host preparation
+(containers.conf), the debootstrap base, then Containerfiles; a second run rebuilds nothing."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, run_playbook
+
+sys.path.insert(0, str(ROOT / "filter_plugins"))
+from kitchen_images import image_references  # noqa: E402
+
+needs_podman = pytest.mark.skipif(not shutil.which("podman"), reason="needs podman (.ci/run installs it)")
+
+
+def stat(name, checksum):
+    return {"item": name, "stat": {"exists": True, "checksum": checksum}}
+
+
+def test_an_image_tag_changes_exactly_when_its_containerfile_or_the_base_changes():
+    first = image_references([stat("registry", "a" * 64), stat("seaweedfs", "b" * 64)], "base1", "localhost/kitchen")
+    assert first["registry"].startswith("localhost/kitchen/registry:") and len(first["registry"].split(":")[1]) == 12
+    assert image_references([stat("registry", "a" * 64)], "base1", "localhost/kitchen/")["registry"] == first["registry"]
+    assert image_references([stat("registry", "c" * 64)], "base1", "localhost/kitchen")["registry"] != first["registry"]
+    assert image_references([stat("registry", "a" * 64)], "base2", "localhost/kitchen")["registry"] != first["registry"]
+
+
+def podman(*args):
+    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=300, check=False)
+
+
+@needs_podman
+@pytest.mark.playbook
+def test_images_are_built_offline_once_and_run():
+    images = '{"image_build_images": ["registry", "seaweedfs"]}'
+    first = run_playbook("inventories/local", "images.yml", "-e", images)
+    assert first.rc == 0, first.output
+    second = run_playbook("inventories/local", "images.yml", "-e", images)
+    assert second.rc == 0, second.output
+    assert second.recap()["changed"] == 0, second.output
+
+    info = json.loads(podman("info", "--format", "json").stdout)
+    assert info["host"]["ociRuntime"]["name"] == "runc"
+    conf = open("/etc/containers/containers.conf", encoding="utf-8").read()
+    assert 'runtime = "runc"' in conf and "nofile=" in conf
+
+    references = dict(line.strip().split(": ", 1) for line in second.output.splitlines()
+                      if line.strip().startswith(("registry: localhost/kitchen/", "seaweedfs: localhost/kitchen/")))
+    assert sorted(references) == ["registry", "seaweedfs"], second.output
+    weed = podman("run", "--rm", references["seaweedfs"], "version")
+    assert weed.returncode == 0 and "4.48" in weed.stdout, weed.stdout + weed.stderr
+    registry = podman("run", "--rm", "--entrypoint", "/usr/bin/docker-registry", references["registry"], "--version")
+    assert registry.returncode == 0 and "distribution" in registry.stdout, registry.stdout + registry.stderr
+    # Every image sits on the debootstrap base: its bottom layer is the base's only layer.
+    base = json.loads(podman("image", "inspect", "localhost/kitchen/debian-base:bookworm").stdout)[0]
+    for reference in references.values():
+        image = json.loads(podman("image", "inspect", reference).stdout)[0]
+        assert image["RootFS"]["Layers"][0] == base["RootFS"]["Layers"][0]
