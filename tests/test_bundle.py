@@ -245,6 +245,35 @@ def test_an_unreachable_registry_imports_nothing(tmp_path, upstream, sources, in
     assert not (tmp_path / "served-models").exists()
 
 
+def test_images_can_be_imported_first_and_alone(tmp_path, upstream, sources, internal, s3_server):
+    """A single host runs its S3 server from a bundle image: images go in before S3 exists."""
+    _, manifest = build(spec_for(tmp_path, upstream, sources))
+    target = import_spec(internal, s3_server, "imagesfirst", tmp_path)
+    images_only = {"registry": target["registry"], "mirror_config": str(tmp_path / "mirror.yml")}
+    layer = next(f for f in manifest["images"][1]["files"] if f["size"] > 100_000)
+    damaged = tmp_path / "bundle" / layer["volume"] / layer["path"]
+    original = damaged.read_bytes()
+    damaged.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    with pytest.raises(BundleError, match="1 problem.*nothing was imported"):
+        bundle_import.import_images([str(tmp_path / "bundle")], images_only)
+    assert internal.catalog() == []
+    damaged.write_bytes(original)
+
+    first = bundle_import.import_images([str(tmp_path / "bundle")], images_only)
+    assert first["changed"] and [i["action"] for i in first["images"]] == ["push", "push"]
+    assert internal.catalog() == ["kitchen/app0", "kitchen/app1"]
+    assert [b for b in s3_server.buckets() if b.startswith("imagesfirst")] == [], "S3 untouched"
+    mirror = yaml.safe_load((tmp_path / "mirror.yml").read_text())
+    assert mirror["kitchen_images"]["app1"] == "%s/kitchen/app1@%s" % (internal.host, manifest["images"][1]["digest"])
+    written = (tmp_path / "mirror.yml").stat().st_mtime_ns
+    assert not bundle_import.import_images([str(tmp_path / "bundle")], images_only)["changed"]
+    assert (tmp_path / "mirror.yml").stat().st_mtime_ns == written, "an unchanged mirror config is not rewritten"
+
+    full = bundle_import.import_bundle([str(tmp_path / "bundle")], target)
+    assert [i["action"] for i in full["images"]] == ["present", "present"]
+    assert full["changed"] and full["receipt"]
+
+
 def test_a_published_adapter_version_is_never_overwritten(tmp_path, upstream, sources, internal, s3_server):
     build(spec_for(tmp_path, upstream, sources, images=[]))
     target = import_spec(internal, s3_server, "immutable", tmp_path)

@@ -106,7 +106,7 @@ class Target:
     def __init__(self, spec):
         self.spec = spec
         self.registry_host = spec["registry"]["host"]
-        self.buckets = spec["buckets"]
+        self.buckets = spec.get("buckets") or {}
         self.model_dir = spec.get("model_dir")
         self.ca_dir = spec.get("ca_dir")
 
@@ -147,15 +147,8 @@ def import_bundle(paths, spec, workers=None, progress=None, check_mode=False, si
               "bytes_sent": 0}
     try:
         # 1. Look, write nothing.
-        pushes = []
-        for item in manifest["images"]:
-            if not item["shipped"] or item["files"][0]["volume"] not in folders:
-                continue
-            destination = "%s/%s" % (target.registry_host, item["repository"])
-            present = images.registry_has(destination, item["digest"], access)
-            pushes.append((item, destination, present))
-            result["images"].append({"name": item["name"], "target": "%s@%s" % (destination, item["digest"]),
-                                     "action": "present" if present else "push"})
+        pushes = _plan_pushes(manifest, folders, target, access)
+        result["images"] = [_image_line(item, destination, present) for item, destination, present in pushes]
         objects = _object_plan(manifest, folders, target)
         try:
             buckets = {b: s3.bucket_exists(client, b) for b in sorted({o[0] for o in objects} | {target.buckets["models"]})}
@@ -186,11 +179,7 @@ def import_bundle(paths, spec, workers=None, progress=None, check_mode=False, si
 
         # 2. Write.
         started = _now()
-        for item, destination, present in pushes:
-            if not present:
-                progress.stage("push image %s to %s" % (item["name"], destination))
-                images.push_layout(os.path.join(folders[item["files"][0]["volume"]], item["layout"]),
-                                   item["tag"], destination, item["digest"], access)
+        _push(pushes, folders, access, progress)
         for bucket, exists in buckets.items():
             if not exists:
                 s3.ensure_bucket(client, bucket)
@@ -219,6 +208,62 @@ def import_bundle(paths, spec, workers=None, progress=None, check_mode=False, si
         result["mirror_config"] = _write_mirror_config(manifest, target, spec.get("mirror_config"))
     except (BotoCoreError, ClientError) as exc:
         raise BundleError("S3 at %s failed: %s" % (storage["endpoint"], exc)) from None
+    finally:
+        access.close()
+    return result
+
+
+def _plan_pushes(manifest, folders, target, access):
+    """(item, destination, present) of every image the given volumes bring."""
+    pushes = []
+    for item in manifest["images"]:
+        if not item["shipped"] or item["files"][0]["volume"] not in folders:
+            continue
+        destination = "%s/%s" % (target.registry_host, item["repository"])
+        pushes.append((item, destination, images.registry_has(destination, item["digest"], access)))
+    return pushes
+
+
+def _image_line(item, destination, present):
+    return {"name": item["name"], "target": "%s@%s" % (destination, item["digest"]),
+            "action": "present" if present else "push"}
+
+
+def _push(pushes, folders, access, progress):
+    for item, destination, present in pushes:
+        if not present:
+            progress.stage("push image %s to %s" % (item["name"], destination))
+            images.push_layout(os.path.join(folders[item["files"][0]["volume"]], item["layout"]),
+                               item["tag"], destination, item["digest"], access)
+
+
+def import_images(paths, spec, workers=None, progress=None, check_mode=False):
+    """Only the images: a single host's first step, since its S3 server runs from one of
+    them. Verifies the image files, pushes what the registry lacks (digests kept) and writes
+    the mirror configuration; the full import later finds them present."""
+    progress = progress or ProgressFile()
+    manifest, _, folders = open_volumes(paths)
+    entries = [e for kind, _, e in iter_files(manifest) if kind == "images" and e["volume"] in folders]
+    progress.stage("verify sha256 of %d image files" % len(entries), sum(e["size"] for e in entries))
+    problems = verify_files(entries, lambda e: folders[e["volume"]], workers, progress.advance)
+    if problems:
+        raise BundleError("bundle %s: %d problem(s); nothing was imported:\n  %s"
+                          % (manifest["bundle_id"], len(problems), "\n  ".join(problems)))
+    target = Target(spec)
+    registry = spec["registry"]
+    access = images.RegistryAccess(host=target.registry_host, ca_file=registry.get("ca_file"),
+                                   username=registry.get("username"), password=registry.get("password"))
+    try:
+        progress.stage("check the registry")
+        pushes = _plan_pushes(manifest, folders, target, access)
+        pending = any(not present for _, _, present in pushes)
+        result = {"changed": pending, "images": [_image_line(*p) for p in pushes], "objects": [], "model_files": [],
+                  "bytes_sent": 0, "receipt": None,
+                  "verified": {"bundle_id": manifest["bundle_id"], "files": len(entries), "volumes": sorted(folders),
+                               "bytes": sum(e["size"] for e in entries), "seconds": 0}}
+        if not check_mode:
+            _push(pushes, folders, access, progress)
+            result["mirror_config"] = _write_mirror_config(manifest, target, spec.get("mirror_config"))
     finally:
         access.close()
     return result
@@ -300,6 +345,13 @@ def _write_mirror_config(manifest, target, path):
             mirrors.append({"source": item["mirror_of"], "mirror": repository})
     data = yaml.safe_dump({"kitchen_images": kitchen_images, "kitchen_registry_mirrors": mirrors},
                           sort_keys=True, default_flow_style=False).encode()
+    data = b"---\n# Written by the bundle import: images the internal registry holds, by digest.\n" + data
+    try:
+        with open(path, "rb") as handle:
+            if handle.read() == data:
+                return path
+    except FileNotFoundError:
+        pass
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    atomic_write(path, b"---\n# Written by the bundle import: images the internal registry holds, by digest.\n" + data)
+    atomic_write(path, data)
     return path

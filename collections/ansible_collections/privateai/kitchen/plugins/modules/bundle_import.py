@@ -30,13 +30,17 @@ options:
     type: dict
     required: true
   storage:
-    description: "S3: I(endpoint), I(access_key), I(secret_key), I(region), I(ca_file)."
+    description: "S3: I(endpoint), I(access_key), I(secret_key), I(region), I(ca_file). Required unless I(images_only)."
     type: dict
-    required: true
   buckets:
-    description: "\"Bucket names: I(models), I(adapters), I(eval).\""
+    description: "\"Bucket names: I(models), I(adapters), I(eval). Required unless I(images_only).\""
     type: dict
-    required: true
+  images_only:
+    description:
+      - Verify and push the images only, and write I(mirror_config); no S3, no model files, no receipt.
+      - The first step on a single host, whose S3 server runs from one of the bundle's images.
+    type: bool
+    default: false
   model_dir:
     description: "Single host: folder the model server reads models from (<model_dir>/<model>/)."
     type: path
@@ -86,7 +90,7 @@ receipt: {description: Paths of the receipt in the bundle and in S3; null when n
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import BundleError, ProgressFile
-from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_import import import_bundle
+from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_import import import_bundle, import_images
 
 
 def main():
@@ -96,20 +100,27 @@ def main():
             registry=dict(type="dict", required=True, options=dict(
                 host=dict(type="str", required=True), ca_file=dict(type="path"), username=dict(type="str"),
                 password=dict(type="str", no_log=True))),
-            storage=dict(type="dict", required=True, options=dict(
+            storage=dict(type="dict", options=dict(
                 endpoint=dict(type="str", required=True), access_key=dict(type="str", required=True, no_log=True),
                 secret_key=dict(type="str", required=True, no_log=True), region=dict(type="str", default="us-east-1"),
                 ca_file=dict(type="path"))),
-            buckets=dict(type="dict", required=True, options=dict(
+            buckets=dict(type="dict", options=dict(
                 models=dict(type="str", required=True), adapters=dict(type="str", required=True),
                 eval=dict(type="str", required=True))),
             model_dir=dict(type="path"), ca_dir=dict(type="path"), mirror_config=dict(type="path"),
-            signature=dict(type="str"), workers=dict(type="int"), progress_file=dict(type="path")),
+            signature=dict(type="str"), workers=dict(type="int"), progress_file=dict(type="path"),
+            images_only=dict(type="bool", default=False)),
+        required_if=[("images_only", False, ("storage", "buckets"))],
         supports_check_mode=True)
     params = module.params
     try:
-        result = import_bundle(params["paths"], params, workers=params["workers"], check_mode=module.check_mode,
-                               signature=params["signature"], progress=ProgressFile(params["progress_file"]))
+        progress = ProgressFile(params["progress_file"])
+        if params["images_only"]:
+            result = import_images(params["paths"], params, workers=params["workers"], progress=progress,
+                                   check_mode=module.check_mode)
+        else:
+            result = import_bundle(params["paths"], params, workers=params["workers"], check_mode=module.check_mode,
+                                   signature=params["signature"], progress=progress)
     except BundleError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result)
