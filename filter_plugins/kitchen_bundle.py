@@ -3,12 +3,23 @@
 # Apache License 2.0 (see LICENSE)
 """Jinja filters of the bundle role (the code lives in the privateai.kitchen collection)."""
 
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import BundleError
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_report import (
     bundle_adapters,
+    bundle_image,
     bundle_models,
     import_lines,
     plan_lines,
 )
+
+
+def _bundle_image(bundle_dir, name):
+    try:
+        return bundle_image(bundle_dir, name)
+    except (BundleError, ValueError) as exc:
+        raise AnsibleFilterError("kitchen_bundle_image: %s" % exc) from None
 
 
 class FilterModule:
@@ -18,4 +29,5 @@ class FilterModule:
             "kitchen_bundle_adapters": bundle_adapters,
             "kitchen_bundle_plan_lines": plan_lines,
             "kitchen_bundle_import_lines": import_lines,
+            "kitchen_bundle_image": _bundle_image,
         }

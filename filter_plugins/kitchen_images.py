@@ -19,6 +19,14 @@ def image_references(containerfile_stats, base_image_id, prefix):
     return out
 
 
+def bundle_entries(references, repository_prefix="kitchen"):
+    """kitchen_bundle.images entries for images built here: {name: local reference} becomes
+    [{name, source: containers-storage:<reference>, repository: <prefix>/<name>, tag}]."""
+    return [{"name": name, "source": "containers-storage:" + reference,
+             "repository": "%s/%s" % (repository_prefix, name), "tag": reference.rsplit(":", 1)[1]}
+            for name, reference in sorted(references.items())]
+
+
 class FilterModule:
     def filters(self):
-        return {"kitchen_image_references": image_references}
+        return {"kitchen_image_references": image_references, "kitchen_built_image_entries": bundle_entries}

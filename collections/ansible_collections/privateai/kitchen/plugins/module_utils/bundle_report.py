@@ -59,3 +59,22 @@ def import_lines(result):
     else:
         lines.append("nothing to import: the site already holds everything these volumes bring")
     return lines
+
+
+def bundle_image(bundle_dir, name):
+    """Where image `name` lies in a bundle (checked manifest): {layout, tag, digest, repository}.
+    A single host loads its registry's image from there before any registry exists."""
+    import os
+
+    from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_manifest import load_manifest
+
+    manifest, _ = load_manifest(bundle_dir)
+    for item in manifest["images"]:
+        if item["name"] == name:
+            if not item["shipped"]:
+                raise ValueError("image %s is not in bundle %s: the site's receipt said it holds it"
+                                 % (name, manifest["bundle_id"]))
+            return {"layout": os.path.join(bundle_dir, item["files"][0]["volume"], item["layout"]),
+                    "tag": item["tag"], "digest": item["digest"], "repository": item["repository"]}
+    raise ValueError("bundle %s carries no image %r (it has: %s)" % (
+        manifest["bundle_id"], name, ", ".join(i["name"] for i in manifest["images"]) or "none"))
