@@ -345,13 +345,7 @@ def _write_mirror_config(manifest, target, path):
             mirrors.append({"source": item["mirror_of"], "mirror": repository})
     data = yaml.safe_dump({"kitchen_images": kitchen_images, "kitchen_registry_mirrors": mirrors},
                           sort_keys=True, default_flow_style=False).encode()
-    data = b"---\n# Written by the bundle import: images the internal registry holds, by digest.\n" + data
-    try:
-        with open(path, "rb") as handle:
-            if handle.read() == data:
-                return path
-    except FileNotFoundError:
-        pass
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    atomic_write(path, data)
+    # atomic_write leaves a file that already holds these bytes untouched
+    atomic_write(path, b"---\n# Written by the bundle import: images the internal registry holds, by digest.\n" + data)
     return path
