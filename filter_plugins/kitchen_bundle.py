@@ -9,6 +9,7 @@ from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files imp
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_report import (
     bundle_adapters,
     bundle_image,
+    bundle_model_files,
     bundle_models,
     import_lines,
     plan_lines,
@@ -22,6 +23,13 @@ def _bundle_image(bundle_dir, name):
         raise AnsibleFilterError("kitchen_bundle_image: %s" % exc) from None
 
 
+def _bundle_model_files(bundle_dir, name):
+    try:
+        return bundle_model_files(bundle_dir, name)
+    except (BundleError, ValueError) as exc:
+        raise AnsibleFilterError("kitchen_bundle_model_files: %s" % exc) from None
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -30,4 +38,5 @@ class FilterModule:
             "kitchen_bundle_plan_lines": plan_lines,
             "kitchen_bundle_import_lines": import_lines,
             "kitchen_bundle_image": _bundle_image,
+            "kitchen_bundle_model_files": _bundle_model_files,
         }

