@@ -82,8 +82,8 @@ class SeaweedS3:
         self.process = subprocess.Popen(
             [weed, "server", "-dir=%s" % data, "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
              "-master.port=%d" % ports[0], "-volume.port=%d" % ports[1],
-             # one collection per bucket, each grows several volumes: room for many small ones
-             "-volume.max=100", "-master.volumeSizeLimitMB=256", "-filer.port=%d" % ports[2],
+             # one collection per bucket, each grows 7 volumes at once: room for the whole suite's buckets
+             "-volume.max=1000", "-master.volumeSizeLimitMB=256", "-filer.port=%d" % ports[2],
              "-s3", "-s3.port=%d" % self.port, "-s3.config=%s" % config,
              # fixed-port side services would collide when several servers run at once
              "-s3.port.iceberg=0", "-s3.port.lance=0",
