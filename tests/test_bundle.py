@@ -133,7 +133,8 @@ def test_progress_is_shown_as_stage_bytes_share_rate_and_time_left(tmp_path):
     line = progress_line({"stage": "upload 3 objects to S3", "done": 1 << 30, "total": 4 << 30, "seconds": 8})
     assert line == "upload 3 objects to S3: 1.0 GiB of 4.0 GiB (25%), 128.0 MiB/s, about 24 s left"
     assert progress_line({"stage": "check the registry and S3", "done": 0, "total": 0}) == "check the registry and S3"
-    assert not list(tmp_path.glob(".progress-*")), "no temporary file is left behind"
+    assert not list(tmp_path.glob(".kitchen-*")), "no temporary file is left behind"
+    assert path.stat().st_mode & 0o777 == 0o600, "the progress file stays private"
 
 
 # --- build ---------------------------------------------------------------------------------

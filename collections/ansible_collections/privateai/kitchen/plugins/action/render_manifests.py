@@ -6,12 +6,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import atomic_write
 from ansible_collections.privateai.kitchen.plugins.module_utils.manifest_render import (
     kustomization_yaml,
     manifest_filename,
@@ -28,21 +28,6 @@ def _read(path):
             return handle.read()
     except FileNotFoundError:
         return None
-
-
-def _write(path, content, mode):
-    """Atomic: a reader (or Argo CD) never sees a half-written manifest."""
-    directory = os.path.dirname(path)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".render-")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(content)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 class ActionModule(ActionBase):
@@ -102,7 +87,7 @@ class ActionModule(ActionBase):
                               "before": before or "", "after": content})
             if not check:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                _write(path, content, mode)
+                atomic_write(path, content.encode("utf-8"), mode)
         for name in stale:
             path = os.path.join(component_dir, name)
             if want_diff:

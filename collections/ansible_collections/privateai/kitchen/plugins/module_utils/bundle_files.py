@@ -48,6 +48,29 @@ def sha256_file(path, progress=None, block=BLOCK):
     return digest.hexdigest(), size
 
 
+def atomic_write(path, data: bytes, mode=0o644):
+    """Write or replace a file atomically (a reader never sees half of it); False when it
+    already holds exactly `data`, which is then left untouched."""
+    try:
+        with open(path, "rb") as handle:
+            if handle.read() == data:
+                return False
+    except FileNotFoundError:
+        pass
+    directory = os.path.dirname(path) or "."
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".kitchen-")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return True
+
+
 def copy_verified(source, target, expected):
     """Copy source to target, hashing the copy; the target appears only once its sha256 is right."""
     import shutil
@@ -124,10 +147,7 @@ class ProgressFile:
         self._written = now
         state = {"stage": self._stage, "done": self._done, "total": self._total,
                  "seconds": round(now - self._started, 2)}
-        handle, temporary = tempfile.mkstemp(dir=os.path.dirname(self.path) or ".", prefix=".progress-")
-        with os.fdopen(handle, "w") as stream:
-            json.dump(state, stream)
-        os.replace(temporary, self.path)
+        atomic_write(self.path, json.dumps(state).encode(), mode=0o600)
 
 
 def verify_files(entries, root_of, workers=None, report=None):

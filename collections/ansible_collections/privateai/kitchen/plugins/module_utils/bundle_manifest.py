@@ -25,9 +25,11 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 
-from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import BundleError
+from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import (  # noqa: F401 (re-exported)
+    BundleError,
+    atomic_write,
+)
 
 FORMAT = "private-ai-kitchen-bundle"
 VERSION = 1
@@ -179,28 +181,6 @@ def iter_files(manifest, volume=None):
             for entry in item["files"]:
                 if entry["volume"] and (volume is None or entry["volume"] == volume):
                     yield kind, item, entry
-
-
-def atomic_write(path, data: bytes, mode=0o644):
-    """Write or replace a file atomically; False when it already holds exactly `data`."""
-    try:
-        with open(path, "rb") as handle:
-            if handle.read() == data:
-                return False
-    except FileNotFoundError:
-        pass
-    directory = os.path.dirname(path) or "."
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".kitchen-")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return True
 
 
 def write_manifest(bundle_dir, manifest):

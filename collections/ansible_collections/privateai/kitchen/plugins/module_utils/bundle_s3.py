@@ -18,7 +18,7 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import BundleError
+from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import BundleError, atomic_write
 
 MiB = 1024 * 1024
 # boto3 TransferConfig defaults: parts of 8 MiB from 8 MiB up, 10 threads.
@@ -301,7 +301,5 @@ def mirror_prefix(client, bucket, prefix, folder, concurrency=4):
             relative = os.path.relpath(os.path.join(root, name), folder)
             if not name.startswith(".") and relative not in objects:
                 os.unlink(os.path.join(root, name))
-    with open(index_path + ".tmp", "w", encoding="utf-8") as handle:
-        json.dump({r: objects[r] for r in sorted(objects)}, handle, sort_keys=True)
-    os.replace(index_path + ".tmp", index_path)
+    atomic_write(index_path, json.dumps({r: objects[r] for r in sorted(objects)}, sort_keys=True).encode())
     return ["%s/%s" % (source.rstrip("/"), r) for r in wanted]
