@@ -71,20 +71,20 @@ def open_volumes(paths):
     return manifest, digest, folders
 
 
-def verify(paths, workers=None, progress=None):
-    """Check every file of the given volumes; raises with every problem at once.
-    progress: a ProgressFile (or anything with its stage/advance/step)."""
+def verify(paths, workers=None, progress=None, kinds=KINDS):
+    """Check every file of the given volumes (of the given kinds); raises with every problem
+    at once. progress: a ProgressFile (or anything with its stage/advance/step)."""
     progress = progress or ProgressFile()
     manifest, digest, folders = open_volumes(paths)
     entries, problems = [], []
-    for _, _, entry in iter_files(manifest):
-        if entry["volume"] in folders:
+    for kind, _, entry in iter_files(manifest):
+        if kind in kinds and entry["volume"] in folders:
             entries.append(entry)
     started = time.monotonic()
     progress.stage("verify sha256 of %d files" % len(entries), sum(e["size"] for e in entries))
     problems += verify_files(entries, lambda e: folders[e["volume"]], workers, progress.advance)
     seconds = time.monotonic() - started
-    for item in manifest["ca_certificates"]:
+    for item in manifest["ca_certificates"] if "ca_certificates" in kinds else []:
         for entry in item["files"]:
             if entry["volume"] in folders:
                 try:
@@ -135,9 +135,7 @@ def import_bundle(paths, spec, workers=None, progress=None, check_mode=False, si
     summary, manifest, folders = verify(paths, workers, progress)
     progress.stage("check the registry and S3")
     target = Target(spec)
-    registry = spec["registry"]
-    access = images.RegistryAccess(host=target.registry_host, ca_file=registry.get("ca_file"),
-                                   username=registry.get("username"), password=registry.get("password"))
+    access = _registry_access(spec, target)
     storage = spec["storage"]
     client = s3.make_client(storage["endpoint"], storage["access_key"], storage["secret_key"],
                             storage.get("region", "us-east-1"), storage.get("ca_file"))
@@ -213,6 +211,12 @@ def import_bundle(paths, spec, workers=None, progress=None, check_mode=False, si
     return result
 
 
+def _registry_access(spec, target):
+    registry = spec["registry"]
+    return images.RegistryAccess(host=target.registry_host, ca_file=registry.get("ca_file"),
+                                 username=registry.get("username"), password=registry.get("password"))
+
+
 def _plan_pushes(manifest, folders, target, access):
     """(item, destination, present) of every image the given volumes bring."""
     pushes = []
@@ -242,25 +246,15 @@ def import_images(paths, spec, workers=None, progress=None, check_mode=False):
     them. Verifies the image files, pushes what the registry lacks (digests kept) and writes
     the mirror configuration; the full import later finds them present."""
     progress = progress or ProgressFile()
-    manifest, _, folders = open_volumes(paths)
-    entries = [e for kind, _, e in iter_files(manifest) if kind == "images" and e["volume"] in folders]
-    progress.stage("verify sha256 of %d image files" % len(entries), sum(e["size"] for e in entries))
-    problems = verify_files(entries, lambda e: folders[e["volume"]], workers, progress.advance)
-    if problems:
-        raise BundleError("bundle %s: %d problem(s); nothing was imported:\n  %s"
-                          % (manifest["bundle_id"], len(problems), "\n  ".join(problems)))
+    summary, manifest, folders = verify(paths, workers, progress, kinds=("images",))
     target = Target(spec)
-    registry = spec["registry"]
-    access = images.RegistryAccess(host=target.registry_host, ca_file=registry.get("ca_file"),
-                                   username=registry.get("username"), password=registry.get("password"))
+    access = _registry_access(spec, target)
     try:
         progress.stage("check the registry")
         pushes = _plan_pushes(manifest, folders, target, access)
         pending = any(not present for _, _, present in pushes)
         result = {"changed": pending, "images": [_image_line(*p) for p in pushes], "objects": [], "model_files": [],
-                  "bytes_sent": 0, "receipt": None,
-                  "verified": {"bundle_id": manifest["bundle_id"], "files": len(entries), "volumes": sorted(folders),
-                               "bytes": sum(e["size"] for e in entries), "seconds": 0}}
+                  "bytes_sent": 0, "receipt": None, "verified": summary}
         if not check_mode:
             _push(pushes, folders, access, progress)
             result["mirror_config"] = _write_mirror_config(manifest, target, spec.get("mirror_config"))
