@@ -25,6 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 BLOCK = 4 * 1024 * 1024
 
+# Options of every bundle module (documented in doc_fragments/bundle.py).
+COMMON_ARGS = dict(workers=dict(type="int"), progress_file=dict(type="path"))
+
 
 class BundleError(Exception):
     """A problem the user must fix; the message names the item, the field and the value."""

@@ -31,9 +31,6 @@ options:
   receipt:
     description: "Receipt of the site's last import; what it lists is not shipped again."
     type: path
-  workers:
-    description: "Files hashed at once; the number of cores when unset."
-    type: int
   images:
     description: "Images to carry: name, source (a skopeo reference such as docker://... or oci:...), repository, tag, mirror_of."
     type: list
@@ -83,9 +80,8 @@ options:
     description: "Copy every platform of a multi-arch image (keeps the list digest)."
     type: bool
     default: true
-  progress_file:
-    description: "File the module keeps its progress in (stage, bytes done, total) while it runs, for the bundle_wait action to show."
-    type: path
+extends_documentation_fragment:
+  - privateai.kitchen.bundle
 attributes:
   check_mode: {support: full}"""
 
@@ -117,7 +113,7 @@ import re
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_build import build, plan
-from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import BundleError, ProgressFile
+from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import COMMON_ARGS, BundleError, ProgressFile
 
 _UNITS = {"": 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "k": 10 ** 3, "M": 10 ** 6,
           "G": 10 ** 9, "T": 10 ** 12}
@@ -134,7 +130,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             site=dict(type="str", required=True), dir=dict(type="path", required=True),
-            volume_size=dict(type="raw", required=True), receipt=dict(type="path"), workers=dict(type="int"),
+            volume_size=dict(type="raw", required=True), receipt=dict(type="path"),
             images=dict(type="list", elements="dict", default=[]), models=dict(type="list", elements="dict", default=[]),
             adapters=dict(type="list", elements="dict", default=[]),
             ca_certificates=dict(type="list", elements="dict", default=[]),
@@ -145,7 +141,7 @@ def main():
                 secret_key=dict(type="str", required=True, no_log=True), region=dict(type="str", default="us-east-1"),
                 ca_file=dict(type="path"))),
             source_cache=dict(type="path"),
-            all_platforms=dict(type="bool", default=True), progress_file=dict(type="path")),
+            all_platforms=dict(type="bool", default=True), **COMMON_ARGS),
         supports_check_mode=True)
     spec = dict(module.params)
     try:

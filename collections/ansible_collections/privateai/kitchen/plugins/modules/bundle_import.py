@@ -53,12 +53,8 @@ options:
   signature:
     description: "What the playbook found of the manifest signature, recorded in the receipt."
     type: str
-  workers:
-    description: "Files hashed at once; the number of cores when unset."
-    type: int
-  progress_file:
-    description: "File the module keeps its progress in (stage, bytes done, total) while it runs, for the bundle_wait action to show."
-    type: path
+extends_documentation_fragment:
+  - privateai.kitchen.bundle
 attributes:
   check_mode: {support: full}"""
 
@@ -89,7 +85,7 @@ receipt: {description: Paths of the receipt in the bundle and in S3; null when n
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import BundleError, ProgressFile
+from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import COMMON_ARGS, BundleError, ProgressFile
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_import import import_bundle, import_images
 
 
@@ -108,7 +104,7 @@ def main():
                 models=dict(type="str", required=True), adapters=dict(type="str", required=True),
                 eval=dict(type="str", required=True))),
             model_dir=dict(type="path"), ca_dir=dict(type="path"), mirror_config=dict(type="path"),
-            signature=dict(type="str"), workers=dict(type="int"), progress_file=dict(type="path"),
+            signature=dict(type="str"), **COMMON_ARGS,
             images_only=dict(type="bool", default=False)),
         required_if=[("images_only", False, ("storage", "buckets"))],
         supports_check_mode=True)

@@ -18,12 +18,8 @@ options:
     type: list
     elements: path
     required: true
-  workers:
-    description: "Files hashed at once; the number of cores when unset."
-    type: int
-  progress_file:
-    description: "File the module keeps its progress in (stage, bytes done, total) while it runs, for the bundle_wait action to show."
-    type: path
+extends_documentation_fragment:
+  - privateai.kitchen.bundle
 attributes:
   check_mode: {support: full}"""
 
@@ -39,13 +35,13 @@ verified: {description: Bundle id, manifest sha256, volumes here and missing, fi
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import BundleError, ProgressFile
+from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import COMMON_ARGS, BundleError, ProgressFile
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_import import verify
 
 
 def main():
     module = AnsibleModule(argument_spec=dict(paths=dict(type="list", elements="path", required=True),
-                                              workers=dict(type="int"), progress_file=dict(type="path")),
+                                              **COMMON_ARGS),
                            supports_check_mode=True)
     try:
         summary, _, _ = verify(module.params["paths"], module.params["workers"],
