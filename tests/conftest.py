@@ -62,6 +62,12 @@ def run_playbook(inventory, playbook, *args, env=None) -> PlaybookRun:
     return PlaybookRun(proc)
 
 
+def built_images(run: PlaybookRun) -> dict:
+    """{name: local reference} of the images playbooks/images.yml reports having built."""
+    return dict(line.strip().split(": ", 1) for line in run.output.splitlines()
+                if re.match(r"^\s+[a-z0-9-]+: localhost/kitchen/[a-z0-9-]+:[0-9a-f]{12}$", line))
+
+
 def tree_digest(root: Path) -> dict:
     """{relative path: sha256} of every file below root."""
     return {

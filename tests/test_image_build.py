@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run_playbook
+from conftest import ROOT, built_images, run_playbook
 
 sys.path.insert(0, str(ROOT / "filter_plugins"))
 from kitchen_images import image_references  # noqa: E402
@@ -47,8 +47,7 @@ def test_images_are_built_offline_once_and_run():
     conf = open("/etc/containers/containers.conf", encoding="utf-8").read()
     assert 'runtime = "runc"' in conf and "nofile=" in conf
 
-    references = dict(line.strip().split(": ", 1) for line in second.output.splitlines()
-                      if line.strip().startswith(("registry: localhost/kitchen/", "seaweedfs: localhost/kitchen/")))
+    references = built_images(second)
     assert sorted(references) == ["registry", "seaweedfs"], second.output
     weed = podman("run", "--rm", references["seaweedfs"], "version")
     assert weed.returncode == 0 and "4.48" in weed.stdout, weed.stdout + weed.stderr

@@ -12,7 +12,7 @@ import pytest
 import requests
 import yaml
 
-from conftest import run_playbook
+from conftest import built_images, run_playbook
 from registry import write_oci_image
 
 pytestmark = [pytest.mark.skipif(not shutil.which("podman"), reason="needs podman (.ci/run installs it)"),
@@ -30,8 +30,7 @@ def podman(*args, check=True):
 def images():
     run = run_playbook("inventories/local", "images.yml", "-e", '{"image_build_images": ["registry", "seaweedfs"]}')
     assert run.rc == 0, run.output
-    return dict(line.strip().split(": ", 1) for line in run.output.splitlines()
-                if line.strip().startswith(("registry: localhost/", "seaweedfs: localhost/")))
+    return built_images(run)
 
 
 @pytest.fixture(scope="module")
