@@ -80,6 +80,9 @@ def test_phase2_serves_the_model_offline_on_an_internal_network_and_answers(site
     second = run_playbook(site["inventory"], "phase2.yml", "-e", EXTRA)
     assert second.rc == 0, second.output
     assert second.recap()["changed"] == 0, second.output
+    for playbook in ("phase1.yml", "phase2.yml"):  # check mode on the running kitchen plans nothing
+        checked = run_playbook(site["inventory"], playbook, "--check", "-e", EXTRA)
+        assert checked.rc == 0 and checked.recap()["changed"] == 0, checked.output
 
     container = NAMES["local_model_server_container"]
     image = podman("container", "inspect", "--format", "{{.ImageName}}", container)
