@@ -77,6 +77,12 @@ def test_phase2_serves_the_model_offline_on_an_internal_network_and_answers(site
     assert first.rc == 0, first.output
     answer = re.search(r"A \(gemma-3-270m\): (.+)", first.text)
     assert answer and len(answer.group(1).strip()) > 10, first.output
+    # The baseline of this deployment: JSON with both concurrency levels, the summary beside it.
+    baseline = json.loads((site["data"] / "baseline" / "gemma-3-270m.json").read_text())
+    assert [(l["concurrency"], l["requests"]) for l in baseline["levels"]] == [(1, 3), (4, 12)]
+    assert all(l["ttft_seconds"]["p50"] > 0 and l["output_tokens"] > l["requests"] for l in baseline["levels"])
+    assert baseline["identity"]["image"].startswith("localhost:15444/kitchen/llama-server@sha256:")
+    assert "TTFT p50" in (site["data"] / "baseline" / "gemma-3-270m.txt").read_text() and "TTFT p50" in first.output
     second = run_playbook(site["inventory"], "phase2.yml", "-e", EXTRA)
     assert second.rc == 0, second.output
     assert second.recap()["changed"] == 0, second.output
