@@ -79,6 +79,9 @@ class ActionModule(ActionBase):
         async_dir = self._remote_expand_user(self.get_shell_option("async_dir", default="~/.ansible_async"))
         host = task_vars.get("inventory_hostname", "?")
         started, shown = time.monotonic(), None
+        # Short jobs (a re-run that finds everything in place) end in a second: look again soon,
+        # then back off to the interval.
+        pause = min(0.25, args["interval"])
         while True:
             status = self._status(jid, async_dir, task_vars)
             if status.get("finished"):
@@ -92,7 +95,8 @@ class ActionModule(ActionBase):
             if time.monotonic() - started > args["timeout"]:
                 raise AnsibleActionFail("bundle_wait: job %s still running after %d s (the timeout); it goes on: "
                                         "look again with async_status" % (jid, args["timeout"]))
-            time.sleep(args["interval"])
+            time.sleep(pause)
+            pause = min(pause * 2, args["interval"])
         self._status(jid, async_dir, task_vars, mode="cleanup")
         result = {key: value for key, value in status.items() if key not in _ASYNC_KEYS}
         result["waited"] = round(time.monotonic() - started, 1)
