@@ -17,10 +17,13 @@ RENDER_DIR ?= $(CURDIR)/build/render/$(SITE)
 K8S_VERSION ?= 1.31
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo render-demo render check lint unit molecule test bench clean
+PURGE ?=
+
+.PHONY: help venv demo teardown render-demo render check lint unit molecule test bench clean
 
 help:
 	@echo "make demo    the kitchen in a box on this host: bundle, phase 1, phase 2, a real answer (as root)"
+	@echo "make teardown [PURGE=1]   remove the kitchen in a box (containers, network, images, data, host settings); PURGE=1 also the bundle, CA and build caches"
 	@echo "make render-demo   render the OpenShift sample site (phases 1 and 2) and validate every manifest"
 	@echo "make test    ansible-lint + molecule scenarios + pytest (what CI runs)"
 	@echo "make render SITE=<inventory>   render a site's phases into build/render/<site>"
@@ -49,6 +52,11 @@ demo: venv
 	$(BIN)/ansible-playbook playbooks/phase1.yml
 	@echo "== Phase 2: the model served offline on an internal network, and tasted"
 	$(BIN)/ansible-playbook playbooks/phase2.yml
+
+# Removes the kitchen in a box and nothing else; the bundle, CA, secrets and build caches stay
+# unless PURGE=1 (the wheel cache in ~/.cache/private-ai-kitchen always stays).
+teardown: venv
+	$(BIN)/ansible-playbook playbooks/teardown.yml $(if $(PURGE),-e local_teardown_purge=true)
 
 # The OpenShift sample site rendered for GitOps, every manifest validated strictly.
 render-demo: venv

@@ -8,6 +8,7 @@ running on this host is left alone. The tests run in order and share the site.""
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -21,7 +22,10 @@ pytestmark = [pytest.mark.skipif(not shutil.which("podman"), reason="needs podma
               pytest.mark.playbook]
 NAMES = {"local_registry_container": "box-test-registry", "local_s3_container": "box-test-s3",
          "local_model_server_container": "box-test-model"}
-EXTRA = json.dumps(NAMES)
+# Sorted after a kitchen already on this host, so that podman reads the test site's search list.
+REGISTRIES_CONF = "/etc/containers/registries.conf.d/99-private-ai-kitchen-box-test.conf"
+TRUST_FILE = "/usr/local/share/ca-certificates/private-ai-kitchen-box-test.crt"
+EXTRA = json.dumps(dict(NAMES, podman_host_registries_conf=REGISTRIES_CONF, local_teardown_registries_conf=REGISTRIES_CONF))
 MODEL = "gemma-3-270m-q4_k_m.gguf"
 
 
@@ -33,12 +37,17 @@ def site(tmp_path_factory):
     site_file = inventory / "group_vars" / "all" / "site.yml"
     text = site_file.read_text().replace("/var/lib/private-ai-kitchen", str(root / "data"))
     text = text.replace("localhost:5443", "localhost:15444").replace("localhost:8333", "localhost:18334")
+    text = text.replace("kitchen_site_name: local", "kitchen_site_name: box-test").replace("name: kitchen-local", "name: box-test")
     site_file.write_text(text.replace("network_name: kitchen", "network_name: box-test"))
     yield {"root": root, "inventory": inventory, "data": root / "data"}
     for name in NAMES.values():
         subprocess.run(["podman", "rm", "--force", "--time", "2", name], capture_output=True, check=False)
     subprocess.run(["podman", "network", "rm", "--force", "box-test"], capture_output=True, check=False)
     shutil.rmtree("/etc/containers/certs.d/localhost:15444", ignore_errors=True)
+    for leftover in (REGISTRIES_CONF, TRUST_FILE):
+        if os.path.exists(leftover):
+            os.unlink(leftover)
+            subprocess.run(["update-ca-certificates"], capture_output=True, check=False)
 
 
 def test_phase1_brings_the_single_host_up_from_the_bundle_and_a_rerun_changes_nothing(site):
@@ -66,6 +75,10 @@ def test_phase1_brings_the_single_host_up_from_the_bundle_and_a_rerun_changes_no
     for secret in (site["data"] / "secrets").iterdir():
         value = secret.read_text().strip()
         assert value not in bundle.output + first.output + second.output, secret.name
+    # The host trusts the kitchen CA (curl without --cacert) and podman searches the kitchen's registry.
+    assert subprocess.run(["curl", "-fsS", "-o", "/dev/null", "https://localhost:18334/healthz"]).returncode == 0
+    registries = json.loads(podman("info", "--format", "{{json .Registries}}"))
+    assert registries["search"] == ["localhost:15444"]
 
 
 def podman(*args):
@@ -134,3 +147,29 @@ def test_a_damaged_model_file_is_refused_before_serving_and_phase1_restores_it(s
     assert restored.rc == 0, restored.output
     served = run_playbook(site["inventory"], "phase2.yml", "-e", EXTRA)
     assert served.rc == 0, served.output
+
+
+def test_teardown_removes_the_kitchen_and_nothing_else(site):
+    bystander = "box-test-bystander"
+    podman("network", "create", bystander)
+    podman("run", "-d", "--name", bystander, "--network", bystander, "localhost/kitchen/debian-base:bookworm",
+           "sleep", "600")
+    try:
+        first = run_playbook(site["inventory"], "teardown.yml", "-e", EXTRA)
+        assert first.rc == 0, first.output
+        again = run_playbook(site["inventory"], "teardown.yml", "-e", EXTRA)
+        assert again.rc == 0 and again.recap()["changed"] == 0, again.output
+
+        names = podman("ps", "--all", "--format", "{{.Names}}").split()
+        assert not set(NAMES.values()) & set(names) and bystander in names
+        networks = podman("network", "ls", "--format", "{{.Name}}").split()
+        assert "box-test" not in networks and bystander in networks
+        assert not [i for i in podman("images", "--format", "{{.Names}}").split() if "localhost:15444/" in i]
+        assert sorted(p.name for p in site["data"].iterdir()) == ["bundle", "pki", "secrets"]
+        for path in (REGISTRIES_CONF, TRUST_FILE, "/etc/containers/certs.d/localhost:15444"):
+            assert not os.path.exists(path), path
+        ca = (site["data"] / "pki" / "kitchen-ca.pem").read_text().strip()
+        assert ca not in open("/etc/ssl/certs/ca-certificates.crt").read(), "the kitchen CA left the host's bundle"
+    finally:
+        subprocess.run(["podman", "rm", "--force", "--time", "0", bystander], capture_output=True, check=False)
+        subprocess.run(["podman", "network", "rm", "--force", bystander], capture_output=True, check=False)

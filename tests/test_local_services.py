@@ -49,6 +49,7 @@ def site(tmp_path_factory, images):
                             "buckets": {"models": "kitchen-models", "adapters": "kitchen-lora", "eval": "kitchen-eval"}},
         "local_registry_image": images["registry"], "local_registry_container": PREFIX + "-registry",
         "local_s3_image": images["seaweedfs"], "local_s3_container": PREFIX + "-s3",
+        "local_pki_host_trust": False,  # the host trust store is proven by test_local_kitchen
     }
     (root / "vars.yml").write_text(yaml.safe_dump(variables))
     yield {"root": root, "data": data, "vars": root / "vars.yml"}
