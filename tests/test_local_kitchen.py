@@ -25,7 +25,7 @@ NAMES = {"local_registry_container": "box-test-registry", "local_s3_container": 
 # Sorted after a kitchen already on this host, so that podman reads the test site's search list.
 REGISTRIES_CONF = "/etc/containers/registries.conf.d/99-private-ai-kitchen-box-test.conf"
 TRUST_FILE = "/usr/local/share/ca-certificates/private-ai-kitchen-box-test.crt"
-EXTRA = json.dumps(dict(NAMES, podman_host_registries_conf=REGISTRIES_CONF, local_teardown_registries_conf=REGISTRIES_CONF))
+EXTRA = json.dumps(dict(NAMES, podman_host_registries_conf=REGISTRIES_CONF))
 MODEL = "gemma-3-270m-q4_k_m.gguf"
 
 
