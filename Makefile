@@ -22,7 +22,7 @@ PURGE ?=
 .PHONY: help venv demo teardown render-demo render check lint unit molecule test bench clean
 
 help:
-	@echo "make demo    the kitchen in a box on this host: bundle, phase 1, phase 2, a real answer (as root)"
+	@echo "make demo    the kitchen in a box on this host: bundle, phases 1-3, a real answer from the base model and two flavours (as root)"
 	@echo "make teardown [PURGE=1]   remove the kitchen in a box (containers, network, images, data, host settings); PURGE=1 also the bundle, CA and build caches"
 	@echo "make render-demo   render the OpenShift sample site (phases 1 and 2) and validate every manifest"
 	@echo "make test    ansible-lint + molecule scenarios + pytest (what CI runs)"
@@ -41,7 +41,7 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 
 venv: $(BIN)/.installed
 
-# The kitchen in a box (inventories/local, the default inventory): bundle, phases 1 and 2.
+# The kitchen in a box (inventories/local, the default inventory): bundle, phases 1, 2 and 3.
 # As root: rootful podman, /var/lib/private-ai-kitchen. Cold about 15 minutes (llama.cpp compiles
 # once into ~/.cache/private-ai-kitchen/wheels); again, everything is reused (changed=0).
 demo: venv
@@ -52,6 +52,8 @@ demo: venv
 	$(BIN)/ansible-playbook playbooks/phase1.yml
 	@echo "== Phase 2: the model served offline on an internal network, and tasted"
 	$(BIN)/ansible-playbook playbooks/phase2.yml
+	@echo "== Phase 3: flavours (LoRA adapters) on the resident model, gated, evaluated, proven per request"
+	$(BIN)/ansible-playbook playbooks/phase3.yml
 
 # Removes the kitchen in a box and nothing else; the bundle, CA, secrets and build caches stay
 # unless PURGE=1 (the wheel cache in ~/.cache/private-ai-kitchen always stays).

@@ -27,6 +27,58 @@ def htpasswd(username, password, current=""):
     return "%s:%s\n" % (username, bcrypt.hashpw(password.encode(), bcrypt.gensalt(10)).decode())
 
 
+def llama_models(base, lora_state=None, mount="/lora"):
+    """The llama.cpp server's model list: the base model, each flavour in service under its own
+    name, and every prepared version as "<flavour>@<version>" (evaluated before a switch).
+    lora_state: the state file of privateai.kitchen.lora_prepare (None before phase 3)."""
+    state = lora_state or {}
+    ready, serving = state.get("ready", {}), state.get("serving", {})
+    models = [dict(base)]
+    for flavour, entry in sorted(serving.items()):
+        prepared = ready.get(flavour, {}).get(entry.get("version"))
+        if prepared is None:
+            raise AnsibleFilterError("flavour %s serves version %s, which is not prepared: run phase 3 again"
+                                     % (flavour, entry.get("version")))
+        models.append(dict(base, model_alias=flavour, lora_path="%s/%s" % (mount, prepared["path"])))
+    for flavour, versions in sorted(ready.items()):
+        for version, prepared in sorted(versions.items()):
+            models.append(dict(base, model_alias="%s@%s" % (flavour, version),
+                               lora_path="%s/%s" % (mount, prepared["path"])))
+    return models
+
+
+def lora_report(decision, proofs, declared, gated, base):
+    """Lines that tell what phase 3 did: what serves, each flavour's evaluation, switches,
+    the per-request proof, and where the inventory and the service disagree (after a rollback)."""
+    evaluations = {(e["flavour"], e["version"]): e for e in decision.get("evaluations", [])}
+    serving = decision.get("serving", {})
+    lines = ["%d flavour version(s) gated and prepared; %s serves as itself and %s"
+             % (gated, base, ("the flavours " + ", ".join(sorted(serving))) if serving else "no flavour")]
+    for flavour, version in sorted(serving.items()):
+        found = evaluations.get((flavour, version))
+        score = ("eval %d/%d passed, p50 %.2f s" % (found["passed"], found["total"], found["latency_p50_seconds"])
+                 if found else "no evaluation set")
+        previous = decision.get("previous", {}).get(flavour) or []
+        lines.append("%s: %s in service (%s); rollback returns to %s"
+                     % (flavour, version, score, previous[-1] if previous else "nothing (no earlier version served)"))
+    for switch in decision.get("switches", []):
+        lines.append("switched %s: %s -> %s" % (switch["flavour"], switch["from"] or "(new)", switch["to"]))
+    for flavour in decision.get("retired", []):
+        lines.append("retired %s: no longer declared" % flavour)
+    for flavour, version in sorted(serving.items()):
+        if declared.get(flavour) and declared[flavour] != version:
+            lines.append("%s serves %s but the inventory says serving_version %s: set it to %s, or the next phase 3 "
+                         "run switches to %s again" % (flavour, version, declared[flavour], version, declared[flavour]))
+    for proof in proofs or []:
+        lines.append("%s at temperature 0: the same text twice %s, unlike %s %s"
+                     % (proof["flavour"], "yes" if proof["repeatable"] else "NO",
+                        base, "yes" if proof["differs_from_base"] else "NO (the adapter changes nothing here)"))
+    lines.append("llama.cpp keeps one model resident: a request for another flavour reloads it (about a second "
+                 "here); a new flavour or version restarts the server, which phase 3 does.")
+    return lines
+
+
 class FilterModule:
     def filters(self):
-        return {"kitchen_htpasswd": htpasswd}
+        return {"kitchen_htpasswd": htpasswd, "kitchen_llama_models": llama_models,
+                "kitchen_lora_report": lora_report}

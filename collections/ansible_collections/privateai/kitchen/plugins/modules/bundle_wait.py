@@ -28,7 +28,7 @@ options:
     type: int
     default: 86400
   interval:
-    description: Longest pause between two looks at the job (the first looks come sooner: 0.25 s, doubling).
+    description: Longest pause between two looks at the job (the first looks come sooner - 0.25 s, doubling).
     type: float
     default: 2
 attributes:

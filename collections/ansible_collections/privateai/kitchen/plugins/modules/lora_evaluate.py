@@ -1,0 +1,96 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: Private AI Kitchen contributors
+# Apache License 2.0 (see LICENSE)
+
+DOCUMENTATION = r"""
+module: lora_evaluate
+short_description: Evaluate LoRA flavour versions, switch or roll back what each flavour serves, prove it per request
+description:
+  - I(stage=decide) runs each flavour's evaluation set (chat completions at temperature 0,
+    expected words or patterns) against the version to be served, requested as
+    C(<flavour>@<version>), and against the version in service. Results are stored per version
+    and reused while the adapter, the evaluation set and the base model are unchanged.
+  - A version whose pass rate is lower than the one in service by more than I(tolerance) is
+    refused unless I(force); any refusal fails the module and nothing is switched. Otherwise
+    the serving state (C(<dest>/state.json)) names the new version, the old one is kept as the
+    previous for a rollback.
+  - I(rollback) returns the named flavours (or C(all)) to their previous version, with the same checks.
+  - I(stage=prove) asks each flavour, the base model and the flavour again the same prompt at
+    temperature 0 and reports whether the flavour answered alike twice and unlike the base.
+version_added: 0.4.0
+author: Private AI Kitchen contributors
+options:
+  stage: {description: decide (evaluate and switch) or prove., type: str, choices: [decide, prove], default: decide}
+  url: {description: Base URL of the model server., type: str, required: true}
+  dest: {description: The folder of lora_prepare (state file, evaluation sets, stored results)., type: path, required: true}
+  flavours: {description: kitchen_adapters entries., type: list, elements: dict, required: true}
+  tolerance: {description: How much lower (0-1) a new version's pass rate may be than the one in service., type: float, default: 0.05}
+  force: {description: Switch even when a version scores worse than the tolerance allows., type: bool, default: false}
+  rollback: {description: "Flavours to return to their previous version (or [all]).", type: list, elements: str, default: []}
+  max_tokens: {description: Output tokens per evaluation request (a case may set its own)., type: int, default: 48}
+  base_model: {description: Served name of the base model (stage prove)., type: str}
+  prompt: {description: Prompt of the proof (stage prove)., type: str, default: Write one sentence about tomato soup.}
+attributes:
+  check_mode: {support: full}
+"""
+
+EXAMPLES = r"""
+- name: Evaluate and switch the flavours
+  privateai.kitchen.lora_evaluate:
+    url: http://10.89.0.5:8080
+    dest: /var/lib/private-ai-kitchen/lora
+    flavours: "{{ kitchen_adapters }}"
+    tolerance: 0.05
+
+- name: Return helpdesk to its previous version
+  privateai.kitchen.lora_evaluate:
+    url: http://10.89.0.5:8080
+    dest: /var/lib/private-ai-kitchen/lora
+    flavours: "{{ kitchen_adapters }}"
+    rollback: [helpdesk]
+"""
+
+RETURN = r"""
+switches: {description: "Each switch: flavour, from, to, pass_rate_from, pass_rate_to.", type: list, returned: stage decide}
+serving: {description: "{flavour: version} in service after this run.", type: dict, returned: stage decide}
+previous: {description: "{flavour: [versions a rollback returns to, last first to go]}.", type: dict, returned: stage decide}
+evaluations: {description: The evaluation of each version looked at (stored or new)., type: list, returned: stage decide}
+retired: {description: Flavours no longer declared, taken out of service., type: list, returned: stage decide}
+proofs: {description: "Per flavour: repeatable, differs_from_base, text, base_text.", type: list, returned: stage prove}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.privateai.kitchen.plugins.module_utils.lora_flavours import FlavourError, decide, prove
+
+
+def main():
+    module = AnsibleModule(argument_spec=dict(
+        stage=dict(type="str", choices=["decide", "prove"], default="decide"),
+        url=dict(type="str", required=True), dest=dict(type="path", required=True),
+        flavours=dict(type="list", elements="dict", required=True),
+        tolerance=dict(type="float", default=0.05), force=dict(type="bool", default=False),
+        rollback=dict(type="list", elements="str", default=[]), max_tokens=dict(type="int", default=48),
+        base_model=dict(type="str"), prompt=dict(type="str", default="Write one sentence about tomato soup.")),
+        supports_check_mode=True)
+    p = module.params
+    if not 0 <= p["tolerance"] <= 1:
+        module.fail_json(msg="tolerance: %r must lie between 0 and 1" % p["tolerance"])
+    try:
+        if p["stage"] == "prove":
+            if not p["base_model"]:
+                module.fail_json(msg="base_model: the base model's served name is needed to prove the flavours")
+            if module.check_mode:
+                module.exit_json(changed=False, proofs=[])
+            module.exit_json(changed=False, proofs=prove(p["url"], p["base_model"], [f["name"] for f in p["flavours"]],
+                                                         p["prompt"], p["max_tokens"]))
+        result = decide(p["url"], p["flavours"], p["dest"], p["tolerance"], p["force"], p["rollback"],
+                        p["max_tokens"], check_mode=module.check_mode)
+    except FlavourError as exc:
+        module.fail_json(msg="Phase 3: %s" % exc)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
