@@ -149,6 +149,119 @@ def test_a_damaged_model_file_is_refused_before_serving_and_phase1_restores_it(s
     assert served.rc == 0, served.output
 
 
+def _flavours(alpha_version, extra=()):
+    basics = "kitchen-basics/kitchen-basics.jsonl"
+    flavours = [{"name": "demo-alpha", "base_model": "gemma-3-270m", "versions": ["1.0.0", "1.1.0", "2.0.0"],
+                 "serving_version": alpha_version, "eval_set": basics},
+                {"name": "demo-beta", "base_model": "gemma-3-270m", "versions": ["1.0.0"],
+                 "serving_version": "1.0.0", "eval_set": basics}]
+    return json.dumps({"kitchen_adapters": flavours + list(extra)})
+
+
+def _model_server_url():
+    inspected = json.loads(podman("container", "inspect", NAMES["local_model_server_container"]))[0]
+    return "http://%s:8080" % inspected["NetworkSettings"]["Networks"]["box-test"]["IPAddress"]
+
+
+def _ask(url, model, prompt="Write one sentence about tomato soup."):
+    import requests
+    answer = requests.post(url + "/v1/chat/completions", timeout=120, json={
+        "model": model, "temperature": 0, "max_tokens": 32, "messages": [{"role": "user", "content": prompt}]})
+    answer.raise_for_status()
+    return answer.json()["choices"][0]["message"]["content"]
+
+
+def _serving(site):
+    state = json.loads((site["data"] / "lora" / "state.json").read_text())
+    return {name: entry["version"] for name, entry in state["serving"].items()}
+
+
+def test_phase3_serves_the_base_and_two_flavours_by_name_and_each_applies_its_adapter(site):
+    first = run_playbook(site["inventory"], "phase3.yml", "-e", EXTRA)
+    assert first.rc == 0, first.output
+    assert "4 flavour version(s) gated and prepared" in first.text
+    assert re.search(r"demo-alpha: 1\.0\.0 in service \(eval 6/6 passed", first.text), first.output
+    for flavour in ("demo-alpha", "demo-beta"):
+        assert "%s at temperature 0: the same text twice yes, unlike gemma-3-270m yes" % flavour in first.text
+    assert _serving(site) == {"demo-alpha": "1.0.0", "demo-beta": "1.0.0"}
+    # The adapters came from S3, the copies the bundle import published under lora/<flavour>/<version>/.
+    fetched = site["data"] / "lora" / "demo-alpha" / "1.1.0" / "peft" / "adapter_model.safetensors"
+    bundled = site["data"] / "sample-adapters" / "demo-alpha" / "1.1.0" / "adapter_model.safetensors"
+    assert fetched.read_bytes() == bundled.read_bytes()
+
+    import requests
+    url = _model_server_url()
+    listed = [m["id"] for m in requests.get(url + "/v1/models", timeout=10).json()["data"]]
+    assert listed[:3] == ["gemma-3-270m", "demo-alpha", "demo-beta"]
+    assert {"demo-alpha@1.0.0", "demo-alpha@1.1.0", "demo-alpha@2.0.0", "demo-beta@1.0.0"} <= set(listed)
+    # Per request, by the model field: the same flavour twice alike at temperature 0 (a request
+    # for the base in between), the base and the other flavour unlike it.
+    alpha, base, alpha_again, beta = (_ask(url, m) for m in ("demo-alpha", "gemma-3-270m", "demo-alpha", "demo-beta"))
+    assert alpha == alpha_again
+    assert len({alpha, base, beta}) == 3, (alpha, base, beta)
+    again = run_playbook(site["inventory"], "phase3.yml", "-e", EXTRA)
+    assert again.rc == 0 and again.recap()["changed"] == 0, again.output
+
+
+def test_phase3_switches_refuses_a_worse_version_and_rolls_back(site):
+    container = NAMES["local_model_server_container"]
+    switched = run_playbook(site["inventory"], "phase3.yml", "-e", EXTRA, "-e", _flavours("1.1.0"))
+    assert switched.rc == 0, switched.output
+    assert "switched demo-alpha: 1.0.0 -> 1.1.0" in switched.text
+    assert "demo-alpha: 1.1.0 in service" in switched.text and "rollback returns to 1.0.0" in switched.text
+    url = _model_server_url()
+    assert _ask(url, "demo-alpha") == _ask(url, "demo-alpha@1.1.0") != _ask(url, "demo-alpha@1.0.0")
+
+    # 2.0.0 is loud: it fails the evaluation, so the switch is refused and 1.1.0 keeps serving.
+    before = podman("container", "inspect", "--format", "{{.Id}}", container)
+    refused = run_playbook(site["inventory"], "phase3.yml", "-e", EXTRA, "-e", _flavours("2.0.0"))
+    assert refused.rc != 0
+    assert re.search(r"demo-alpha 2\.0\.0 scores 0% \(0/6\), 1\.1\.0 in service scores \d+%: more than the "
+                     r"tolerance 20% worse", refused.text), refused.output
+    assert "-e local_lora_force=true" in refused.text
+    assert _serving(site)["demo-alpha"] == "1.1.0"
+    assert podman("container", "inspect", "--format", "{{.Id}}", container) == before
+
+    rolled = run_playbook(site["inventory"], "rollback.yml", "-e", EXTRA, "-e", _flavours("1.1.0"), "-e", "flavour=demo-alpha")
+    assert rolled.rc == 0, rolled.output
+    assert "switched demo-alpha: 1.1.0 -> 1.0.0" in rolled.text
+    assert "demo-alpha serves 1.0.0 but the inventory says serving_version 1.1.0" in rolled.text
+    assert _serving(site) == {"demo-alpha": "1.0.0", "demo-beta": "1.0.0"}
+    assert _ask(_model_server_url(), "demo-alpha") == _ask(_model_server_url(), "demo-alpha@1.0.0")
+    nothing_left = run_playbook(site["inventory"], "rollback.yml", "-e", EXTRA, "-e", "flavour=demo-alpha")
+    assert nothing_left.rc != 0 and "demo-alpha never served another version; nothing to return to" in nothing_left.text
+
+
+def test_phase3_refuses_over_rank_and_wrong_base_adapters_before_anything_changes(site):
+    site_file = site["inventory"] / "group_vars" / "all" / "site.yml"
+    original = site_file.read_text()
+    samples = site["data"] / "sample-adapters"
+    carried = "".join('    - {name: %s, version: "1.0.0", path: %s/%s/1.0.0}\n' % (n, samples, n)
+                      for n in ("over-rank", "wrong-base"))
+    site_file.write_text(original.replace("  adapters:\n", "  adapters:\n" + carried, 1))
+    strangers = [{"name": n, "base_model": "gemma-3-270m", "versions": ["1.0.0"], "serving_version": "1.0.0"}
+                 for n in ("over-rank", "wrong-base")]
+    state = (site["data"] / "lora" / "state.json").read_bytes()
+    container = NAMES["local_model_server_container"]
+    before = podman("container", "inspect", "--format", "{{.Id}}", container)
+    try:
+        for playbook in ("bundle.yml", "phase1.yml"):
+            carried_run = run_playbook(site["inventory"], playbook, "-e", EXTRA, "-e", _flavours("1.0.0", strangers))
+            assert carried_run.rc == 0, carried_run.output
+        refused = run_playbook(site["inventory"], "phase3.yml", "-e", EXTRA, "-e", _flavours("1.0.0", strangers))
+    finally:
+        site_file.write_text(original)
+    assert refused.rc != 0
+    assert "the flavours in service keep serving" in refused.text
+    assert "over-rank 1.0.0 refused: r is 64, above the site's max_lora_rank 16" in refused.text
+    assert ("wrong-base 1.0.0 refused: base_model_name_or_path is 'Qwen/Qwen2.5-0.5B', the site serves "
+            "gemma-3-270m as 'gemma-3-270m' or 'google/gemma-3-270m'") in refused.text
+    assert (site["data"] / "lora" / "state.json").read_bytes() == state
+    assert podman("container", "inspect", "--format", "{{.Id}}", container) == before
+    assert not (site["data"] / "lora" / "over-rank" / "1.0.0" / "adapter.gguf").exists()
+    assert _ask(_model_server_url(), "demo-beta")  # still served
+
+
 def test_teardown_removes_the_kitchen_and_nothing_else(site):
     bystander = "box-test-bystander"
     podman("network", "create", bystander)
@@ -165,7 +278,8 @@ def test_teardown_removes_the_kitchen_and_nothing_else(site):
         networks = podman("network", "ls", "--format", "{{.Name}}").split()
         assert "box-test" not in networks and bystander in networks
         assert not [i for i in podman("images", "--format", "{{.Names}}").split() if "localhost:15444/" in i]
-        assert sorted(p.name for p in site["data"].iterdir()) == ["bundle", "pki", "secrets"]
+        # Kept: the bundle and its generated sample adapters, the CA, the secrets.
+        assert sorted(p.name for p in site["data"].iterdir()) == ["bundle", "pki", "sample-adapters", "secrets"]
         for path in (REGISTRIES_CONF, TRUST_FILE, "/etc/containers/certs.d/localhost:15444"):
             assert not os.path.exists(path), path
         ca = (site["data"] / "pki" / "kitchen-ca.pem").read_text().strip()

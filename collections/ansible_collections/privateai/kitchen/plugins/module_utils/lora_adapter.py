@@ -262,7 +262,7 @@ def _check_tensors(header, base, config):
 
 def _span(numbers):
     numbers = sorted(numbers)
-    if numbers == list(range(numbers[0], numbers[-1] + 1)) and len(numbers) > 2:
+    if numbers == list(range(numbers[0], numbers[-1] + 1)) and len(numbers) > 1:
         return "%d-%d" % (numbers[0], numbers[-1])
     return ", ".join(str(n) for n in numbers)
 

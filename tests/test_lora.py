@@ -1,0 +1,205 @@
+"""Phase 3's adapter gate, llama.cpp conversion, evaluation sets and serving list, on real
+files: a small GGUF and a safetensors base model written here with llama.cpp's gguf library and
+safetensors, and adapters from tools/make-test-adapters (the same code as the sample flavours)."""
+
+import importlib.machinery
+import importlib.util
+import json
+import re
+import sys
+
+import gguf
+import numpy
+import pytest
+from safetensors.numpy import save_file
+
+from conftest import ROOT
+from ansible_collections.privateai.kitchen.plugins.module_utils import lora_adapter, lora_flavours
+
+sys.path.insert(0, str(ROOT / "filter_plugins"))
+import kitchen_local  # noqa: E402
+
+
+def _load_tool():
+    loader = importlib.machinery.SourceFileLoader("make_test_adapters", str(ROOT / "tools" / "make-test-adapters"))
+    spec = importlib.util.spec_from_loader("make_test_adapters", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+TOOL = _load_tool()
+TINY = {"hidden": 32, "layers": 2, "heads": 2, "kv_heads": 1, "head_dim": 16, "ffn": 64, "name": "acme/tiny-gemma"}
+OTHER = dict(TINY, hidden=48, layers=3, name="acme/other")
+
+
+def _projection_shapes(arch):
+    return TOOL.projections(arch)
+
+
+@pytest.fixture(scope="module")
+def base_gguf(tmp_path_factory):
+    """A GGUF base model with the tensor table of a (tiny) Gemma 3 and a tokenizer array."""
+    path = tmp_path_factory.mktemp("base") / "tiny.gguf"
+    writer = gguf.GGUFWriter(str(path), "gemma3")
+    writer.add_block_count(TINY["layers"])
+    writer.add_token_list(["<pad>", "<eos>", "tomato", "soup"] * 50)
+    names = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
+             "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down"}
+    for layer in range(TINY["layers"]):
+        writer.add_tensor("blk.%d.attn_norm.weight" % layer, numpy.ones(TINY["hidden"], dtype=numpy.float32))
+        for module, (in_features, out_features) in _projection_shapes(TINY).items():
+            writer.add_tensor("blk.%d.%s.weight" % (layer, names[module]),
+                              numpy.zeros((out_features, in_features), dtype=numpy.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def base(base_gguf):
+    return lora_adapter.BaseModel.from_files("tiny", ["tiny", "acme/tiny-gemma"], [str(base_gguf)])
+
+
+def adapter(tmp_path, arch=TINY, rank=4, targets=("q_proj", "v_proj"), **config):
+    folder = tmp_path / ("adapter-%d-%s" % (rank, arch["name"].replace("/", "-")))
+    TOOL.write_adapter(str(folder), arch, rank, 7, "gentle", targets)
+    if config:
+        path = folder / "adapter_config.json"
+        path.write_text(json.dumps(dict(json.loads(path.read_text()), **config)))
+    return folder
+
+
+def test_the_base_models_projections_come_from_its_gguf_tensor_table(base):
+    assert base.architecture == "gemma3"
+    assert base.projections[(0, "q_proj")] == (32, 32)
+    assert base.projections[(1, "v_proj")] == (32, 16)
+    assert base.projections[(1, "down_proj")] == (64, 32)
+    assert len(base.projections) == 14
+
+
+def test_a_safetensors_base_model_gives_the_same_projections(tmp_path, base):
+    tensors = {}
+    for layer in range(TINY["layers"]):
+        for module, (in_features, out_features) in _projection_shapes(TINY).items():
+            group = "mlp" if module in ("gate_proj", "up_proj", "down_proj") else "self_attn"
+            tensors["model.layers.%d.%s.%s.weight" % (layer, group, module)] = numpy.zeros(
+                (out_features, in_features), dtype=numpy.float16)
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    other = lora_adapter.BaseModel.from_files("tiny", [], [str(tmp_path / "model.safetensors")])
+    assert other.projections == base.projections
+
+
+def test_a_fitting_adapter_passes_the_gate(tmp_path, base):
+    assert lora_adapter.check_adapter(str(adapter(tmp_path)), base, max_rank=16) == []
+
+
+def test_a_rank_above_the_limit_is_refused_with_both_numbers(tmp_path, base):
+    reasons = lora_adapter.check_adapter(str(adapter(tmp_path, rank=32)), base, max_rank=16)
+    assert reasons == ["r is 32, above the site's max_lora_rank 16"]
+
+
+def test_an_adapter_of_another_base_model_is_refused_by_name_and_by_shape(tmp_path, base):
+    reasons = lora_adapter.check_adapter(str(adapter(tmp_path, arch=OTHER)), base, max_rank=16)
+    assert reasons[0] == "base_model_name_or_path is 'acme/other', the site serves tiny as 'tiny' or 'acme/tiny-gemma'"
+    assert "q_proj in layer(s) 2: tiny has it in layers 0-1" in reasons
+    assert "q_proj lora_A has shape [4, 48] in 2 layer(s), q_proj of tiny needs [r, 32]" in reasons
+
+
+def test_what_vllm_rejects_is_refused_first(tmp_path, base):
+    reasons = lora_adapter.check_adapter(
+        str(adapter(tmp_path, use_dora=True, modules_to_save=["lm_head"], target_modules=["q_proj", "gate_up"])),
+        base, max_rank=16)
+    assert "use_dora is true: DoRA adapters are not served by vLLM" in reasons
+    assert "modules_to_save is ['lm_head']: vLLM serves only the LoRA matrices" in reasons
+    assert any(r.startswith("target_modules gate_up are not projections of tiny") for r in reasons)
+
+
+def test_files_that_differ_from_the_bundle_or_are_missing_are_refused(tmp_path, base):
+    folder = adapter(tmp_path)
+    real = lora_adapter.sha256_file(str(folder / "adapter_config.json"))
+    expected = {"adapter_config.json": real, "adapter_model.safetensors": "0" * 64, "README.md": "1" * 64}
+    reasons = lora_adapter.check_adapter(str(folder), base, 16, expected)
+    assert reasons == ["README.md is missing",
+                       "adapter_model.safetensors differs from the bundle (sha256 %s expected)" % ("0" * 64)]
+
+
+def test_the_llama_cpp_form_holds_the_matrices_under_gguf_names(tmp_path, base):
+    folder = adapter(tmp_path, rank=4, lora_alpha=8)
+    target = tmp_path / "adapter.gguf"
+    assert lora_adapter.to_gguf(str(folder), str(target), base.architecture) is True
+    assert lora_adapter.to_gguf(str(folder), str(target), base.architecture) is False  # same bytes: unchanged
+    reader = gguf.GGUFReader(str(target))
+    assert reader.fields["general.type"].contents() == "adapter"
+    assert reader.fields["adapter.type"].contents() == "lora"
+    assert reader.fields["adapter.lora.alpha"].contents() == pytest.approx(8.0)
+    tensors = {t.name: [int(n) for n in t.shape] for t in reader.tensors}
+    # llama.cpp's check: lora_a ne [in, r], lora_b ne [r, out] of the base tensor (ne [in, out]).
+    assert tensors["blk.0.attn_q.weight.lora_a"] == [32, 4]
+    assert tensors["blk.0.attn_q.weight.lora_b"] == [4, 32]
+    assert tensors["blk.1.attn_v.weight.lora_b"] == [4, 16]
+    assert len(tensors) == 8
+
+
+def test_rslora_scaling_is_kept_in_the_single_alpha_llama_cpp_reads(tmp_path, base):
+    folder = adapter(tmp_path, rank=4, lora_alpha=8, use_rslora=True)
+    lora_adapter.to_gguf(str(folder), str(tmp_path / "a.gguf"), "gemma3")
+    # rsLoRA scales by alpha / sqrt(r) = 4; llama.cpp by alpha' / r, so alpha' = 16.
+    assert gguf.GGUFReader(str(tmp_path / "a.gguf")).fields["adapter.lora.alpha"].contents() == pytest.approx(16.0)
+
+
+def test_the_sample_adapters_are_the_same_bytes_every_run(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    TOOL.main([str(first)])
+    TOOL.main([str(second)])
+    for path in sorted(p for p in first.rglob("*") if p.is_file()):
+        assert path.read_bytes() == (second / path.relative_to(first)).read_bytes(), path
+    over_rank = json.loads((first / "over-rank" / "1.0.0" / "adapter_config.json").read_text())
+    assert over_rank["r"] == 64
+
+
+def test_evaluation_sets_are_checked_line_by_line(tmp_path):
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"prompt": "Soup?", "expect_any": ["tomato", "soup"]}\n\n{"prompt": "2+2", "pattern": "\\\\b4\\\\b"}\n')
+    cases = lora_flavours.read_eval_set(str(good))
+    assert lora_flavours.passes(cases[0], "A SOUP of tomatoes") and not lora_flavours.passes(cases[0], "bread")
+    assert lora_flavours.passes(cases[1], "it is 4.") and not lora_flavours.passes(cases[1], "it is 42")
+    for line, message in [('{"prompt": "x"}', "line 1: give expect, expect_any or pattern"),
+                          ('{"prompt": "x", "expect": "soup"}', "line 1: expect must be a list of strings"),
+                          ('{"prompt": "x", "pattern": "("}', "line 1: pattern '(' is not a regular expression"),
+                          ('{"prompt": "x", "expected": ["a"]}', "line 1: unknown field(s) expected"),
+                          ("not json", "line 1: not JSON")]:
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(line + "\n")
+        with pytest.raises(lora_flavours.FlavourError, match=re.escape(message)):
+            lora_flavours.read_eval_set(str(bad))
+
+
+def test_the_llama_server_offers_the_base_each_flavour_in_service_and_every_prepared_version():
+    base = {"model": "/models/m.gguf", "model_alias": "gemma", "n_ctx": 2048}
+    state = {"ready": {"alpha": {"1.0.0": {"path": "alpha/1.0.0/adapter.gguf"}, "1.1.0": {"path": "alpha/1.1.0/adapter.gguf"}}},
+             "serving": {"alpha": {"version": "1.1.0", "previous": ["1.0.0"]}}}
+    models = kitchen_local.llama_models(base, state)
+    assert [(m["model_alias"], m.get("lora_path")) for m in models] == [
+        ("gemma", None), ("alpha", "/lora/alpha/1.1.0/adapter.gguf"),
+        ("alpha@1.0.0", "/lora/alpha/1.0.0/adapter.gguf"), ("alpha@1.1.0", "/lora/alpha/1.1.0/adapter.gguf")]
+    assert all(m["n_ctx"] == 2048 and m["model"] == "/models/m.gguf" for m in models)
+    assert kitchen_local.llama_models(base, None) == [base]
+    broken = {"ready": {}, "serving": {"alpha": {"version": "9.9.9"}}}
+    with pytest.raises(Exception, match="alpha serves version 9.9.9, which is not prepared"):
+        kitchen_local.llama_models(base, broken)
+
+
+def test_the_report_says_when_the_inventory_and_the_service_disagree():
+    decision = {"serving": {"alpha": "1.0.0"}, "previous": {"alpha": []},
+                "switches": [{"flavour": "alpha", "from": "1.1.0", "to": "1.0.0"}],
+                "evaluations": [{"flavour": "alpha", "version": "1.0.0", "passed": 5, "total": 6,
+                                 "latency_p50_seconds": 1.2}]}
+    proofs = [{"flavour": "alpha", "repeatable": True, "differs_from_base": False}]
+    lines = kitchen_local.lora_report(decision, proofs, {"alpha": "1.1.0"}, 3, "gemma")
+    assert "alpha: 1.0.0 in service (eval 5/6 passed, p50 1.20 s); rollback returns to nothing (no earlier version served)" in lines
+    assert "switched alpha: 1.1.0 -> 1.0.0" in lines
+    assert any(line.startswith("alpha serves 1.0.0 but the inventory says serving_version 1.1.0") for line in lines)
+    assert "alpha at temperature 0: the same text twice yes, unlike gemma NO (the adapter changes nothing here)" in lines
