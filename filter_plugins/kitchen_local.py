@@ -62,7 +62,9 @@ def lora_report(decision, proofs, declared, gated, base):
         lines.append("%s: %s in service (%s); rollback returns to %s"
                      % (flavour, version, score, previous[-1] if previous else "nothing (no earlier version served)"))
     for switch in decision.get("switches", []):
-        lines.append("switched %s: %s -> %s" % (switch["flavour"], switch["from"] or "(new)", switch["to"]))
+        forced = (" (forced: pass rate %.0f%% against %.0f%%)" % (100 * switch["pass_rate_to"], 100 * switch["pass_rate_from"])
+                  if switch.get("forced") else "")
+        lines.append("switched %s: %s -> %s%s" % (switch["flavour"], switch["from"] or "(new)", switch["to"], forced))
     for flavour in decision.get("retired", []):
         lines.append("retired %s: no longer declared" % flavour)
     for flavour, version in sorted(serving.items()):

@@ -201,6 +201,8 @@ def test_phase3_serves_the_base_and_two_flavours_by_name_and_each_applies_its_ad
     assert len({alpha, base, beta}) == 3, (alpha, base, beta)
     again = run_playbook(site["inventory"], "phase3.yml", "-e", EXTRA)
     assert again.rc == 0 and again.recap()["changed"] == 0, again.output
+    checked = run_playbook(site["inventory"], "phase3.yml", "--check", "-e", EXTRA)
+    assert checked.rc == 0 and checked.recap()["changed"] == 0, checked.output
 
 
 def test_phase3_switches_refuses_a_worse_version_and_rolls_back(site):
@@ -221,6 +223,16 @@ def test_phase3_switches_refuses_a_worse_version_and_rolls_back(site):
     assert "-e local_lora_force=true" in refused.text
     assert _serving(site)["demo-alpha"] == "1.1.0"
     assert podman("container", "inspect", "--format", "{{.Id}}", container) == before
+
+    forced = run_playbook(site["inventory"], "phase3.yml", "-e", EXTRA, "-e", _flavours("2.0.0"),
+                          "-e", "local_lora_force=true")
+    assert forced.rc == 0, forced.output
+    assert re.search(r"switched demo-alpha: 1\.1\.0 -> 2\.0\.0 \(forced: pass rate 0% against \d+%\)", forced.text)
+    assert _serving(site)["demo-alpha"] == "2.0.0"
+    back = run_playbook(site["inventory"], "rollback.yml", "-e", EXTRA, "-e", _flavours("2.0.0"), "-e", "flavour=all")
+    assert back.rc == 0, back.output
+    assert "switched demo-alpha: 2.0.0 -> 1.1.0" in back.text and "rollback returns to 1.0.0" in back.text
+    assert "demo-beta" not in re.findall(r"switched (\S+):", back.text)  # nothing to return to: left as it is
 
     rolled = run_playbook(site["inventory"], "rollback.yml", "-e", EXTRA, "-e", _flavours("1.1.0"), "-e", "flavour=demo-alpha")
     assert rolled.rc == 0, rolled.output

@@ -346,6 +346,7 @@ def decide(url, flavours, dest, tolerance, force=False, rollback=(), max_tokens=
         if target == current:
             continue
         new, old = results[(name, target)], results.get((name, current))
+        forced = False
         if new and old and new["pass_rate"] < old["pass_rate"] - tolerance:
             message = ("%s %s scores %.0f%% (%d/%d), %s in service scores %.0f%%: more than the tolerance %.0f%% worse"
                        % (name, target, 100 * new["pass_rate"], new["passed"], new["total"], current,
@@ -354,9 +355,9 @@ def decide(url, flavours, dest, tolerance, force=False, rollback=(), max_tokens=
                 refusals.append(message + "; failing prompts: " + "; ".join(
                     "%r -> %r" % (f["prompt"], f["text"][:60]) for f in new["failures"][:2]))
                 continue
-            message += " (forced)"
+            forced = True
         plan[name] = (current, target)
-        switches.append({"flavour": name, "from": current, "to": target,
+        switches.append({"flavour": name, "from": current, "to": target, "forced": forced,
                          "pass_rate_from": old["pass_rate"] if old else None,
                          "pass_rate_to": new["pass_rate"] if new else None})
     if refusals:
