@@ -31,11 +31,13 @@ def upload(s3_server, prefix, files, sums=None):
     client.put_object(Bucket="kitchen-models", Key="%s/SHA256SUMS" % prefix, Body=manifest.encode())
 
 
-def fill(s3_server, prefix, target, ca=None):
+def fill(s3_server, prefix, target, ca=None, sums_file=None):
     env = {"PATH": os.environ["PATH"], "AWS_S3_ENDPOINT": s3_server.endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
            "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_CA_BUNDLE": str(ca or s3_server.tls["ca"]), "KITCHEN_BUCKET": "kitchen-models",
            "KITCHEN_PREFIX": prefix + "/", "KITCHEN_TARGET": str(target)}
+    if sums_file:
+        env["KITCHEN_SUMS_FILE"] = str(sums_file)
     proc = subprocess.run([sys.executable, str(FILL)], env=env, capture_output=True, text=True, timeout=120)
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     return proc, events
@@ -52,6 +54,34 @@ def test_fill_verifies_every_file_then_reuses_the_volume(tmp_path, s3_server):
     assert not (tmp_path / ".kitchen-incoming").exists()
     again, events = fill(s3_server, "good-model", tmp_path)
     assert again.returncode == 0 and [e["event"] for e in events] == ["already-verified"]
+
+
+@pytest.mark.playbook
+def test_flavour_sync_places_the_listed_versions_and_moves_only_new_bytes(tmp_path, s3_server):
+    """The adapter volume: phase 3 lists the flavours in service in a local SHA256SUMS (its
+    ConfigMap); a version added later downloads only its own files."""
+    adapters = {"helpdesk/1.0.0/adapter_config.json": b'{"r": 8}',
+                "helpdesk/1.0.0/adapter_model.safetensors": os.urandom(50_000),
+                "helpdesk/1.1.0/adapter_config.json": b'{"r": 16}',
+                "helpdesk/1.1.0/adapter_model.safetensors": os.urandom(60_000)}
+    upload(s3_server, "lora", adapters, sums={})  # no SHA256SUMS in S3 is read: the list is local
+    sums = tmp_path / "SHA256SUMS"
+    listed = {p: hashlib.sha256(d).hexdigest() for p, d in adapters.items() if "/1.0.0/" in p}
+    sums.write_text("".join("%s  %s\n" % (d, p) for p, d in sorted(listed.items())))
+    volume = tmp_path / "volume"
+    proc, events = fill(s3_server, "lora", volume, sums_file=sums)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (events[-1]["files"], events[-1]["kept"]) == (2, 0)
+    assert not (volume / "helpdesk" / "1.1.0").exists()
+    every = {p: hashlib.sha256(d).hexdigest() for p, d in adapters.items()}
+    sums.write_text("".join("%s  %s\n" % (d, p) for p, d in sorted(every.items())))
+    proc, events = fill(s3_server, "lora", volume, sums_file=sums)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (events[-1]["files"], events[-1]["kept"]) == (4, 2)
+    assert [e["path"] for e in events if e["event"] == "verified"] == [
+        "helpdesk/1.1.0/adapter_config.json", "helpdesk/1.1.0/adapter_model.safetensors"]
+    for path, data in adapters.items():
+        assert (volume / path).read_bytes() == data
 
 
 @pytest.mark.playbook

@@ -8,8 +8,10 @@ boto3). Environment:
   KITCHEN_BUCKET  models bucket;  KITCHEN_PREFIX  the model's prefix, e.g. granite-3-8b/
   KITCHEN_TARGET  mounted volume, e.g. /mnt/models
 The prefix holds the model files and SHA256SUMS (coreutils format, paths relative to the
-prefix), written by the bundle import. Files are downloaded to a staging folder on the same
-volume, every listed file is checked, and only then moved into place; a marker records the
+prefix), written by the bundle import; KITCHEN_SUMS_FILE names a local SHA256SUMS instead (the
+flavours in service, written by phase 3, for the adapter volume under the prefix lora/). Files are downloaded to a staging folder on the same
+volume (those already in place with the listed sha256 are kept), every listed file is checked,
+and only then moved into place; a marker records the
 SHA256SUMS that was verified, so a rerun with the same content downloads nothing.
 Exit status: 0 verified, 1 verification failed (every problem is listed), 2 bad setup.
 """
@@ -68,10 +70,15 @@ def main():
         log("setup-error", message="environment variable %s is not set" % missing)
         return 2
 
+    sums_file = os.environ.get("KITCHEN_SUMS_FILE")
     try:
-        manifest_text = client.get_object(Bucket=bucket, Key=prefix + MANIFEST)["Body"].read().decode()
+        if sums_file:
+            with open(sums_file) as handle:
+                manifest_text = handle.read()
+        else:
+            manifest_text = client.get_object(Bucket=bucket, Key=prefix + MANIFEST)["Body"].read().decode()
     except Exception as exc:  # noqa: BLE001 - no endpoint, untrusted certificate, no such key
-        log("setup-error", message="cannot read s3://%s/%s%s: %s" % (bucket, prefix, MANIFEST, exc))
+        log("setup-error", message="cannot read %s: %s" % (sums_file or "s3://%s/%s%s" % (bucket, prefix, MANIFEST), exc))
         return 2
     try:
         sums = parse_sums(manifest_text)
@@ -89,7 +96,12 @@ def main():
     shutil.rmtree(staging, ignore_errors=True)
     started, total = time.monotonic(), 0
     problems = []
+    kept = set()
     for path in sorted(sums):
+        final = os.path.join(target, path)
+        if os.path.isfile(final) and sha256_of(final) == sums[path]:
+            kept.add(path)  # verified in place: an added adapter version moves only its own bytes
+            continue
         local = os.path.join(staging, path)
         os.makedirs(os.path.dirname(local), exist_ok=True)
         try:
@@ -108,7 +120,7 @@ def main():
         shutil.rmtree(staging, ignore_errors=True)
         log("verification-failed", problems=problems)
         return 1
-    for path in sorted(sums):
+    for path in sorted(set(sums) - kept):
         final = os.path.join(target, path)
         os.makedirs(os.path.dirname(final), exist_ok=True)
         os.replace(os.path.join(staging, path), final)
@@ -116,7 +128,7 @@ def main():
     with open(marker, "w") as handle:
         handle.write(manifest_digest + "\n")
     seconds = time.monotonic() - started
-    log("filled", files=len(sums), bytes=total, seconds=round(seconds, 2),
+    log("filled", files=len(sums), kept=len(kept), bytes=total, seconds=round(seconds, 2),
         mib_per_second=round(total / 1048576 / seconds, 1) if seconds else None, manifest_sha256=manifest_digest)
     return 0
 
