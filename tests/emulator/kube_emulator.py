@@ -228,6 +228,8 @@ async def simulate_controllers(emulator):
                                                   "kind": "ClusterServiceVersion",
                                                   "metadata": {"name": csv, "namespace": namespace},
                                                   "status": {"phase": "Succeeded"}}
+            elif plural == "jobs" and "-flavours-" in name:
+                _flavour_job(emulator, namespace, name, obj)
             elif plural == "jobs" and "-taste-" in name:
                 pod = name + "-pod"
                 key = (kmock.resource("", "v1", "pods"), namespace, pod)
@@ -243,6 +245,26 @@ async def simulate_controllers(emulator):
                         "answer": "(emulated: no model runs in the API emulator)",
                         "latency_seconds": 0.0, "tokens_per_second": None}) + "\n"
         await asyncio.sleep(0.5)
+
+
+def _flavour_job(emulator, namespace, name, obj):
+    """The flavour Job's report, as switch_flavours.py prints it: what the flavours ConfigMap
+    lists is served (no vLLM runs here; the log says so)."""
+    pod = name + "-pod"
+    key = (kmock.resource("", "v1", "pods"), namespace, pod)
+    if key in emulator._objects:
+        return
+    spec = obj.raw["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in spec["containers"][0].get("env", [])}
+    config_map = next(v["configMap"]["name"] for v in spec["volumes"] if v["name"] == "flavours")
+    found = emulator._find(kmock.resource("", "v1", "configmaps"), namespace, config_map)
+    wanted = json.loads(found.raw["data"]["flavours.json"]) if found is not None else {}
+    emulator._objects[key] = {"apiVersion": "v1", "kind": "Pod",
+                              "metadata": {"name": pod, "namespace": namespace, "labels": {"job-name": name}},
+                              "status": {"phase": "Succeeded"}}
+    emulator.pod_logs[(namespace, pod)] = json.dumps({
+        "ok": found is not None, "model": env.get("KITCHEN_MODEL"), "loaded": sorted(wanted), "switched": [],
+        "unloaded": [], "kept": [], "serving": wanted, "emulated": "no model runs in the API emulator"}) + "\n"
 
 
 async def _subscription(emulator, namespace, obj):

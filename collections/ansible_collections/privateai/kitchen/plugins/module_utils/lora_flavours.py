@@ -168,7 +168,9 @@ def prepare(flavours, models, bundle_dir, model_dir, dest, max_rank, server_form
         base = bases.get(model["name"])
         if base is None:
             model_files = files.get(("models", model["name"], ""), {})
-            paths = [os.path.join(model_dir, model["name"], r) for r in sorted(model_files)]
+            # Without a model folder (OpenShift: the model lives on a PVC), the bundle's own copy.
+            paths = [os.path.join(model_dir, model["name"], r) if model_dir else model_files[r][2]
+                     for r in sorted(model_files)]
             accepted = [model["name"]] + ([model["upstream_name"]] if model.get("upstream_name") else [])
             try:
                 base = bases[model["name"]] = BaseModel.from_files(
@@ -203,7 +205,8 @@ def prepare(flavours, models, bundle_dir, model_dir, dest, max_rank, server_form
                 os.chmod(target, 0o644)
                 entry.update(path=os.path.relpath(target, dest), sha256=sha256_file(target))
         else:
-            entry.update(path=os.path.relpath(folder, dest), sha256=entry["digest"])
+            # vLLM loads the PEFT folder itself; its files' sha256 let the cluster verify its copy.
+            entry.update(path=os.path.relpath(folder, dest), sha256=entry["digest"], files=dict(sorted(expected.items())))
         ready.setdefault(name, {})[version] = entry
     if refused:
         raise FlavourError("refused before anything changed (the flavours in service keep serving):\n- "

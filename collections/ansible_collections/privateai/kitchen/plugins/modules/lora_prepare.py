@@ -25,7 +25,7 @@ options:
   flavours: {description: kitchen_adapters entries (name, base_model, versions, serving_version, eval_set)., type: list, elements: dict, required: true}
   models: {description: kitchen_models entries (name, upstream_name)., type: list, elements: dict, required: true}
   bundle_dir: {description: The imported bundle (its manifest holds every file's sha256)., type: path, required: true}
-  model_dir: {description: Where phase 1 placed the base model files (<model_dir>/<model>/)., type: path, required: true}
+  model_dir: {description: "Where phase 1 placed the base model files (<model_dir>/<model>/); without it the bundle's copy is read.", type: path}
   dest: {description: Folder of the prepared adapters and the state file., type: path, required: true}
   max_rank: {description: The site's max_lora_rank., type: int, required: true}
   server_format: {description: gguf for llama.cpp; peft keeps the PEFT folder (vLLM)., type: str, choices: [gguf, peft], default: gguf}
@@ -49,7 +49,7 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
-ready: {description: "Prepared versions: {flavour: {version: {path, sha256, digest}}}.", type: dict, returned: success}
+ready: {description: "Prepared versions: {flavour: {version: {path, sha256, digest}}}; with server_format peft also files: {relative path: sha256}.", type: dict, returned: success}
 fetched: {description: Files downloaded or copied in this run., type: list, returned: success}
 prepared: {description: Versions converted in this run., type: list, returned: success}
 gated: {description: How many versions passed the gate., type: int, returned: success}
@@ -66,7 +66,7 @@ def main():
     module = AnsibleModule(argument_spec=dict(
         flavours=dict(type="list", elements="dict", required=True),
         models=dict(type="list", elements="dict", required=True),
-        bundle_dir=dict(type="path", required=True), model_dir=dict(type="path", required=True),
+        bundle_dir=dict(type="path", required=True), model_dir=dict(type="path"),
         dest=dict(type="path", required=True), max_rank=dict(type="int", required=True),
         server_format=dict(type="str", choices=["gguf", "peft"], default="gguf"),
         storage=dict(type="dict", options=dict(
