@@ -41,8 +41,10 @@ def fixture_args(folder, *extra):
 
 
 def render_phase3(folder, out, *extra):
+    # The gate's copies and, in render mode, the serving state beside each render folder.
     return run_playbook(SAMPLE, "phase3.yml", *fixture_args(folder, "-e", "kitchen_delivery=render",
-                                                            "-e", "kitchen_render_dir=%s" % out, *extra))
+                                                            "-e", "kitchen_render_dir=%s" % out,
+                                                            "-e", "kserve_lora_work_dir=%s-work" % out, *extra))
 
 
 def by_kind(out):
@@ -237,3 +239,50 @@ def test_switch_script_fails_when_the_server_refuses_an_adapter(tmp_path):
     assert rc == 1 and result["ok"] is False
     assert result["error"].startswith("400 ") and "greater than max_lora_rank 16" in result["error"]
     assert api.loaded == {"helpdesk": "/mnt/lora/helpdesk/1.1.0"}  # what loaded before the refusal stays
+
+
+from test_emulator import emulator, site_vars  # noqa: E402,F401 - the emulator fixture
+
+
+def cluster_flavours(kubeconfig):
+    import kubernetes
+
+    client = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kubeconfig)))
+    data = client.read_namespaced_config_map("tiny-llama-flavours", "kitchen-platform").data
+    return json.loads(data["state.json"]), json.loads(data["flavours.json"])
+
+
+def test_switch_and_rollback_keep_their_state_in_the_cluster(fixture_dir, emulator, tmp_path):
+    """Applied through kubernetes.core to the API emulator: the serving state lives in the
+    flavours ConfigMap, so the rollback finds the version a switch left."""
+    cluster = ("-e", site_vars(emulator["kubeconfig"]), "-e", "kserve_lora_work_dir=%s" % (tmp_path / "work"))
+    run = run_playbook(SAMPLE, "phase3.yml", *fixture_args(fixture_dir, *cluster))
+    assert run.rc == 0, run.output
+    assert "; helpdesk (new) -> 1.1.0; summarise (new) -> 1.0.0 (gated" in " ".join(run.output.split())
+    state, served = cluster_flavours(emulator["kubeconfig"])
+    assert state == {"helpdesk": {"version": "1.1.0", "previous": []}, "summarise": {"version": "1.0.0", "previous": []}}
+
+    overlay = yaml.safe_load((fixture_dir / "overlay.yml").read_text())
+    overlay["kitchen_adapters"][0]["serving_version"] = "1.0.0"
+    (tmp_path / "switch.yml").write_text(yaml.safe_dump(overlay))
+    switched = ("-e", "@%s" % (tmp_path / "switch.yml"))
+    run = run_playbook(SAMPLE, "phase3.yml", *fixture_args(fixture_dir, *cluster, *switched))
+    assert run.rc == 0, run.output
+    assert "serving helpdesk 1.0.0, summarise 1.0.0; helpdesk 1.1.0 -> 1.0.0 (gated" in " ".join(run.output.split())
+    state, served = cluster_flavours(emulator["kubeconfig"])
+    assert state["helpdesk"] == {"version": "1.0.0", "previous": ["1.1.0"]}
+    assert served["helpdesk"] == "/mnt/lora/helpdesk/1.0.0"
+
+    run = run_playbook(SAMPLE, "rollback.yml", *fixture_args(fixture_dir, *cluster, *switched, "-e", "flavour=helpdesk"))
+    assert run.rc == 0, run.output
+    assert "; helpdesk 1.0.0 -> 1.1.0 (gated" in " ".join(run.output.split())
+    state, served = cluster_flavours(emulator["kubeconfig"])
+    assert state["helpdesk"] == {"version": "1.1.0", "previous": []}
+    assert served["helpdesk"] == "/mnt/lora/helpdesk/1.1.0"
+
+    run = run_playbook(SAMPLE, "rollback.yml", *fixture_args(fixture_dir, *cluster, "-e", "flavour=summarise"))
+    assert run.rc != 0 and "summarise never served another version; nothing to return to" in run.output
+    # Back at the inventory's versions: phase 3 again changes nothing.
+    run = run_playbook(SAMPLE, "phase3.yml", *fixture_args(fixture_dir, *cluster))
+    assert run.rc == 0, run.output
+    assert "changed=0" in run.output, run.output

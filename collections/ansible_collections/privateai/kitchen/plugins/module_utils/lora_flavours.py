@@ -17,6 +17,7 @@ what "<flavour>" answers with, and where a rollback returns to.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -318,12 +319,18 @@ def evaluate(url, served_name, cases, max_tokens):
             "failures": [o for o in outcomes if not o["passed"]][:5]}
 
 
-def decide(url, flavours, dest, tolerance, force=False, rollback=(), max_tokens=48, check_mode=False, now=None):
+def decide(url, flavours, dest, tolerance, force=False, rollback=(), max_tokens=48, check_mode=False, now=None,
+           serving_state=None):
     """Evaluate what is to be served and switch the state. Raises FlavourError (nothing
     written) when a version scores worse than the one in service by more than tolerance,
-    unless force. rollback: flavour names (or "all") to return to their previous version."""
+    unless force. rollback: flavour names (or "all") to return to their previous version.
+    url None: no evaluation (OpenShift in this release), the same switch and rollback rules.
+    serving_state: {flavour: {version, previous}} kept elsewhere (a ConfigMap in the cluster),
+    used instead of the state file's."""
     state_path = os.path.join(dest, STATE_FILE)
     state = load_state(state_path)
+    if serving_state is not None:
+        state["serving"] = copy.deepcopy(serving_state)
     declared = {f["name"]: f for f in flavours}
     if rollback:
         names = sorted(declared) if "all" in rollback else list(rollback)
@@ -372,16 +379,17 @@ def decide(url, flavours, dest, tolerance, force=False, rollback=(), max_tokens=
             results[(name, entry["version"])] = _evaluation(url, declared[name], entry["version"], state, dest,
                                                             max_tokens, check_mode=True)
     retired = sorted(n for n in state["serving"] if n not in declared)
-    if (plan or retired) and not check_mode:
-        for name, (current, target) in plan.items():
-            entry = state["serving"].setdefault(name, {"previous": []})
-            if rollback:
-                entry["previous"] = entry["previous"][:-1]
-            elif current:
-                entry["previous"] = [v for v in entry["previous"] if v != current] + [current]
-            entry["version"] = target
-        for name in retired:
-            del state["serving"][name]
+    # Check mode reports what a real run would leave in service, and writes nothing.
+    for name, (current, target) in plan.items():
+        entry = state["serving"].setdefault(name, {"previous": []})
+        if rollback:
+            entry["previous"] = entry["previous"][:-1]
+        elif current:
+            entry["previous"] = [v for v in entry["previous"] if v != current] + [current]
+        entry["version"] = target
+    for name in retired:
+        del state["serving"][name]
+    if (plan or retired or serving_state is not None) and not check_mode:
         save_state(state_path, state)
     serving = {n: e["version"] for n, e in state["serving"].items()}
     return {"changed": bool(plan or retired), "switches": switches, "retired": retired, "serving": serving,
@@ -391,7 +399,7 @@ def decide(url, flavours, dest, tolerance, force=False, rollback=(), max_tokens=
 
 def _evaluation(url, flavour, version, state, dest, max_tokens, check_mode):
     """The stored evaluation of a version, or a new one (stored) when what it measured changed."""
-    if not flavour.get("eval_set"):
+    if not flavour.get("eval_set") or url is None:
         return None
     eval_name, _, eval_file = flavour["eval_set"].partition("/")
     eval_path = os.path.join(dest, ".eval", eval_name, eval_file)

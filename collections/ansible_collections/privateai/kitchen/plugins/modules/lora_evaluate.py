@@ -16,13 +16,17 @@ description:
     the serving state (C(<dest>/state.json)) names the new version, the old one is kept as the
     previous for a rollback.
   - I(rollback) returns the named flavours (or C(all)) to their previous version, with the same checks.
+  - With I(evaluate=false) nothing is asked; switches and rollbacks follow the same rules, and
+    I(serving_state) can carry the state in service from where it is kept (an OpenShift ConfigMap).
   - I(stage=prove) asks each flavour, the base model and the flavour again the same prompt at
     temperature 0 and reports whether the flavour answered alike twice and unlike the base.
 version_added: 0.4.0
 author: Private AI Kitchen contributors
 options:
   stage: {description: decide (evaluate and switch) or prove., type: str, choices: [decide, prove], default: decide}
-  url: {description: Base URL of the model server., type: str, required: true}
+  url: {description: "Base URL of the model server; needed to evaluate (stage decide) and to prove.", type: str}
+  evaluate: {description: "false: switch and roll back by the same rules without evaluating (OpenShift in this release).", type: bool, default: true}
+  serving_state: {description: "The serving state {flavour: {version, previous}} kept elsewhere (the cluster), used instead of the state file's.", type: dict}
   dest: {description: The folder of lora_prepare (state file, evaluation sets, stored results)., type: path, required: true}
   flavours: {description: kitchen_adapters entries., type: list, elements: dict, required: true}
   tolerance: {description: How much lower (0-1) a new version's pass rate may be than the one in service., type: float, default: 0.05}
@@ -68,7 +72,8 @@ from ansible_collections.privateai.kitchen.plugins.module_utils.lora_flavours im
 def main():
     module = AnsibleModule(argument_spec=dict(
         stage=dict(type="str", choices=["decide", "prove"], default="decide"),
-        url=dict(type="str", required=True), dest=dict(type="path", required=True),
+        url=dict(type="str"), dest=dict(type="path", required=True),
+        evaluate=dict(type="bool", default=True), serving_state=dict(type="dict"),
         flavours=dict(type="list", elements="dict", required=True),
         tolerance=dict(type="float", default=0.05), force=dict(type="bool", default=False),
         rollback=dict(type="list", elements="str", default=[]), max_tokens=dict(type="int", default=48),
@@ -77,6 +82,8 @@ def main():
     p = module.params
     if not 0 <= p["tolerance"] <= 1:
         module.fail_json(msg="tolerance: %r must lie between 0 and 1" % p["tolerance"])
+    if not p["url"] and (p["evaluate"] or p["stage"] == "prove"):
+        module.fail_json(msg="url: the model server's URL is needed to evaluate or prove (or evaluate: false)")
     try:
         if p["stage"] == "prove":
             if not p["base_model"]:
@@ -85,8 +92,8 @@ def main():
                 module.exit_json(changed=False, proofs=[])
             module.exit_json(changed=False, proofs=prove(p["url"], p["base_model"], [f["name"] for f in p["flavours"]],
                                                          p["prompt"], p["max_tokens"]))
-        result = decide(p["url"], p["flavours"], p["dest"], p["tolerance"], p["force"], p["rollback"],
-                        p["max_tokens"], check_mode=module.check_mode)
+        result = decide(p["url"] if p["evaluate"] else None, p["flavours"], p["dest"], p["tolerance"], p["force"],
+                        p["rollback"], p["max_tokens"], check_mode=module.check_mode, serving_state=p["serving_state"])
     except FlavourError as exc:
         module.fail_json(msg="Phase 3: %s" % exc)
     module.exit_json(**result)
