@@ -203,3 +203,31 @@ def test_the_report_says_when_the_inventory_and_the_service_disagree():
     assert "switched alpha: 1.1.0 -> 1.0.0" in lines
     assert any(line.startswith("alpha serves 1.0.0 but the inventory says serving_version 1.1.0") for line in lines)
     assert "alpha at temperature 0: the same text twice yes, unlike gemma NO (the adapter changes nothing here)" in lines
+
+
+def test_without_evaluation_a_switch_and_a_rollback_follow_the_serving_state_given(tmp_path):
+    """OpenShift keeps the serving state in the cluster: decide takes it, applies the same rules
+    with nothing asked (no URL), and check mode reports the outcome without writing."""
+    ready = {"alpha": {"1.0.0": {"sha256": "a"}, "1.1.0": {"sha256": "b"}}, "beta": {"1.0.0": {"sha256": "c"}}}
+    lora_flavours.save_state(str(tmp_path / "state.json"), {"ready": ready, "serving": {}})
+    flavours = [{"name": "alpha", "versions": ["1.0.0", "1.1.0"], "serving_version": "1.1.0", "eval_set": "e/e.jsonl"},
+                {"name": "beta", "versions": ["1.0.0"], "serving_version": "1.0.0"}]
+    in_cluster = {"alpha": {"version": "1.0.0", "previous": []}, "gone": {"version": "1.0.0", "previous": []}}
+    checked = lora_flavours.decide(None, flavours, str(tmp_path), 0.05, serving_state=in_cluster, check_mode=True)
+    assert checked["serving"] == {"alpha": "1.1.0", "beta": "1.0.0"} and checked["retired"] == ["gone"]
+    assert lora_flavours.load_state(str(tmp_path / "state.json"))["serving"] == {}  # check mode wrote nothing
+    assert in_cluster["alpha"] == {"version": "1.0.0", "previous": []}  # the caller's state is not touched
+    done = lora_flavours.decide(None, flavours, str(tmp_path), 0.05, serving_state=in_cluster)
+    assert [(s["flavour"], s["from"], s["to"]) for s in done["switches"]] == [("alpha", "1.0.0", "1.1.0"),
+                                                                             ("beta", None, "1.0.0")]
+    assert done["previous"] == {"alpha": ["1.0.0"], "beta": []} and done["evaluations"] == []
+    back = lora_flavours.decide(None, flavours, str(tmp_path), 0.05, rollback=["alpha"],
+                                serving_state={"alpha": {"version": "1.1.0", "previous": ["1.0.0"]},
+                                               "beta": {"version": "1.0.0", "previous": []}})
+    assert back["serving"] == {"alpha": "1.0.0", "beta": "1.0.0"} and back["previous"]["alpha"] == []
+    with pytest.raises(lora_flavours.FlavourError, match="beta never served another version"):
+        lora_flavours.decide(None, flavours, str(tmp_path), 0.05, rollback=["beta"], serving_state=done_state(done))
+
+
+def done_state(result):
+    return {name: {"version": version, "previous": result["previous"][name]} for name, version in result["serving"].items()}

@@ -209,42 +209,52 @@ READY_RULES = {
 
 
 async def simulate_controllers(emulator):
-    """Every half second, move objects along the way their controllers would."""
+    """Every half second, move objects along the way their controllers would. A failure is
+    logged and the loop goes on: a dead loop would look like objects that never become ready."""
     while True:
-        for (resource, namespace, name), obj in list(emulator._objects.items()):
-            if obj.deleted or "%s/%s/%s" % (obj.raw.get("kind"), namespace, name) in emulator.never_ready \
-                    or "%s/%s" % (obj.raw.get("kind"), name) in emulator.never_ready:
-                continue
-            plural = resource.plural
-            if plural in READY_RULES:
-                set_status(emulator, obj, READY_RULES[plural])
-            if plural == "subscriptions":
-                await _subscription(emulator, namespace, obj)
-            elif plural == "installplans" and (obj.raw.get("spec") or {}).get("approved"):
-                for csv in obj.raw["spec"]["clusterServiceVersionNames"]:
-                    key = (resource_of(emulator, "operators.coreos.com/v1alpha1", "clusterserviceversions"), namespace, csv)
-                    if key not in emulator._objects:
-                        emulator._objects[key] = {"apiVersion": "operators.coreos.com/v1alpha1",
-                                                  "kind": "ClusterServiceVersion",
-                                                  "metadata": {"name": csv, "namespace": namespace},
-                                                  "status": {"phase": "Succeeded"}}
-            elif plural == "jobs" and "-flavours-" in name:
-                _flavour_job(emulator, namespace, name, obj)
-            elif plural == "jobs" and "-taste-" in name:
-                pod = name + "-pod"
-                key = (kmock.resource("", "v1", "pods"), namespace, pod)
-                if key not in emulator._objects:
-                    emulator._objects[key] = {"apiVersion": "v1", "kind": "Pod",
-                                              "metadata": {"name": pod, "namespace": namespace,
-                                                           "labels": {"job-name": name}},
-                                              "status": {"phase": "Succeeded"}}
-                    container = obj.raw["spec"]["template"]["spec"]["containers"][0]
-                    env = {e["name"]: e.get("value") for e in container.get("env", [])}
-                    emulator.pod_logs[(namespace, pod)] = json.dumps({
-                        "model": env.get("KITCHEN_MODEL"), "url": env.get("KITCHEN_URL"), "ok": True,
-                        "answer": "(emulated: no model runs in the API emulator)",
-                        "latency_seconds": 0.0, "tokens_per_second": None}) + "\n"
+        try:
+            await _simulate_once(emulator)
+        except Exception:  # noqa: BLE001 - reported on stderr (the emulator log), then retried
+            import traceback
+            traceback.print_exc()
         await asyncio.sleep(0.5)
+
+
+async def _simulate_once(emulator):
+    """One pass over every object."""
+    for (resource, namespace, name), obj in list(emulator._objects.items()):
+        if obj.deleted or "%s/%s/%s" % (obj.raw.get("kind"), namespace, name) in emulator.never_ready \
+                or "%s/%s" % (obj.raw.get("kind"), name) in emulator.never_ready:
+            continue
+        plural = resource.plural
+        if plural in READY_RULES:
+            set_status(emulator, obj, READY_RULES[plural])
+        if plural == "subscriptions":
+            await _subscription(emulator, namespace, obj)
+        elif plural == "installplans" and (obj.raw.get("spec") or {}).get("approved"):
+            for csv in obj.raw["spec"]["clusterServiceVersionNames"]:
+                key = (resource_of(emulator, "operators.coreos.com/v1alpha1", "clusterserviceversions"), namespace, csv)
+                if key not in emulator._objects:
+                    emulator._objects[key] = {"apiVersion": "operators.coreos.com/v1alpha1",
+                                              "kind": "ClusterServiceVersion",
+                                              "metadata": {"name": csv, "namespace": namespace},
+                                              "status": {"phase": "Succeeded"}}
+        elif plural == "jobs" and "-flavours-" in name:
+            _flavour_job(emulator, namespace, name, obj)
+        elif plural == "jobs" and "-taste-" in name:
+            pod = name + "-pod"
+            key = (kmock.resource("", "v1", "pods"), namespace, pod)
+            if key not in emulator._objects:
+                emulator._objects[key] = {"apiVersion": "v1", "kind": "Pod",
+                                          "metadata": {"name": pod, "namespace": namespace,
+                                                       "labels": {"job-name": name}},
+                                          "status": {"phase": "Succeeded"}}
+                container = obj.raw["spec"]["template"]["spec"]["containers"][0]
+                env = {e["name"]: e.get("value") for e in container.get("env", [])}
+                emulator.pod_logs[(namespace, pod)] = json.dumps({
+                    "model": env.get("KITCHEN_MODEL"), "url": env.get("KITCHEN_URL"), "ok": True,
+                    "answer": "(emulated: no model runs in the API emulator)",
+                    "latency_seconds": 0.0, "tokens_per_second": None}) + "\n"
 
 
 def _flavour_job(emulator, namespace, name, obj):
