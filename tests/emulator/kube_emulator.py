@@ -240,41 +240,40 @@ async def _simulate_once(emulator):
                                               "metadata": {"name": csv, "namespace": namespace},
                                               "status": {"phase": "Succeeded"}}
         elif plural == "jobs" and "-flavours-" in name:
-            _flavour_job(emulator, namespace, name, obj)
+            _job_pod(emulator, namespace, name, obj, _flavour_report)
         elif plural == "jobs" and "-taste-" in name:
-            pod = name + "-pod"
-            key = (kmock.resource("", "v1", "pods"), namespace, pod)
-            if key not in emulator._objects:
-                emulator._objects[key] = {"apiVersion": "v1", "kind": "Pod",
-                                          "metadata": {"name": pod, "namespace": namespace,
-                                                       "labels": {"job-name": name}},
-                                          "status": {"phase": "Succeeded"}}
-                container = obj.raw["spec"]["template"]["spec"]["containers"][0]
-                env = {e["name"]: e.get("value") for e in container.get("env", [])}
-                emulator.pod_logs[(namespace, pod)] = json.dumps({
-                    "model": env.get("KITCHEN_MODEL"), "url": env.get("KITCHEN_URL"), "ok": True,
-                    "answer": "(emulated: no model runs in the API emulator)",
-                    "latency_seconds": 0.0, "tokens_per_second": None}) + "\n"
+            _job_pod(emulator, namespace, name, obj, _taste_report)
 
 
-def _flavour_job(emulator, namespace, name, obj):
-    """The flavour Job's report, as switch_flavours.py prints it: what the flavours ConfigMap
-    lists is served (no vLLM runs here; the log says so)."""
+def _job_pod(emulator, namespace, name, job, report):
+    """The finished pod of a Job (label job-name) and its log: one JSON line, as the Job's
+    script prints it, from report(emulator, namespace, pod spec, env of its container)."""
     pod = name + "-pod"
     key = (kmock.resource("", "v1", "pods"), namespace, pod)
     if key in emulator._objects:
         return
-    spec = obj.raw["spec"]["template"]["spec"]
+    spec = job.raw["spec"]["template"]["spec"]
     env = {e["name"]: e.get("value") for e in spec["containers"][0].get("env", [])}
-    config_map = next(v["configMap"]["name"] for v in spec["volumes"] if v["name"] == "flavours")
-    found = emulator._find(kmock.resource("", "v1", "configmaps"), namespace, config_map)
-    wanted = json.loads(found.raw["data"]["flavours.json"]) if found is not None else {}
     emulator._objects[key] = {"apiVersion": "v1", "kind": "Pod",
                               "metadata": {"name": pod, "namespace": namespace, "labels": {"job-name": name}},
                               "status": {"phase": "Succeeded"}}
-    emulator.pod_logs[(namespace, pod)] = json.dumps({
-        "ok": found is not None, "model": env.get("KITCHEN_MODEL"), "loaded": sorted(wanted), "switched": [],
-        "unloaded": [], "kept": [], "serving": wanted, "emulated": "no model runs in the API emulator"}) + "\n"
+    emulator.pod_logs[(namespace, pod)] = json.dumps(report(emulator, namespace, spec, env)) + "\n"
+
+
+def _taste_report(emulator, namespace, spec, env):
+    return {"model": env.get("KITCHEN_MODEL"), "url": env.get("KITCHEN_URL"), "ok": True,
+            "answer": "(emulated: no model runs in the API emulator)",
+            "latency_seconds": 0.0, "tokens_per_second": None}
+
+
+def _flavour_report(emulator, namespace, spec, env):
+    """What switch_flavours.py prints: what the flavours ConfigMap lists is served (no vLLM
+    runs here; the report says so)."""
+    config_map = next(v["configMap"]["name"] for v in spec["volumes"] if v["name"] == "flavours")
+    found = emulator._find(kmock.resource("", "v1", "configmaps"), namespace, config_map)
+    wanted = json.loads(found.raw["data"]["flavours.json"]) if found is not None else {}
+    return {"ok": found is not None, "model": env.get("KITCHEN_MODEL"), "loaded": sorted(wanted), "switched": [],
+            "unloaded": [], "kept": [], "serving": wanted, "emulated": "no model runs in the API emulator"}
 
 
 async def _subscription(emulator, namespace, obj):
