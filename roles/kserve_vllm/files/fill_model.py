@@ -8,11 +8,11 @@ boto3). Environment:
   KITCHEN_BUCKET  models bucket;  KITCHEN_PREFIX  the model's prefix, e.g. granite-3-8b/
   KITCHEN_TARGET  mounted volume, e.g. /mnt/models
 The prefix holds the model files and SHA256SUMS (coreutils format, paths relative to the
-prefix), written by the bundle import; KITCHEN_SUMS_FILE names a local SHA256SUMS instead (the
-flavours in service, written by phase 3, for the adapter volume under the prefix lora/). Files are downloaded to a staging folder on the same
-volume (those already in place with the listed sha256 are kept), every listed file is checked,
-and only then moved into place; a marker records the
-SHA256SUMS that was verified, so a rerun with the same content downloads nothing.
+prefix), written by the bundle import; KITCHEN_SUMS_FILE names a local SHA256SUMS instead (phase
+3's flavours ConfigMap, for the adapter volume under the prefix lora/). Files are downloaded to a
+staging folder on the same volume (those already in place with the listed sha256 are kept),
+every listed file is checked, and only then moved into place; a marker records the SHA256SUMS
+that was verified, so a rerun with the same content downloads nothing.
 Exit status: 0 verified, 1 verification failed (every problem is listed), 2 bad setup.
 """
 
