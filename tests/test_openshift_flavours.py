@@ -256,6 +256,13 @@ def test_switch_and_rollback_keep_their_state_in_the_cluster(fixture_dir, emulat
     """Applied through kubernetes.core to the API emulator: the serving state lives in the
     flavours ConfigMap, so the rollback finds the version a switch left."""
     cluster = ("-e", site_vars(emulator["kubeconfig"]), "-e", "kserve_lora_work_dir=%s" % (tmp_path / "work"))
+    # A dry run on a cluster without flavours gates, says what it would serve, creates nothing.
+    run = run_playbook(SAMPLE, "phase3.yml", "--check", *fixture_args(fixture_dir, *cluster))
+    assert run.rc == 0, run.output
+    assert "; helpdesk (new) -> 1.1.0; summarise (new) -> 1.0.0 (gated" in " ".join(run.output.split())
+    import kubernetes
+    core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(emulator["kubeconfig"])))
+    assert core.list_namespaced_config_map("kitchen-platform").items == []
     run = run_playbook(SAMPLE, "phase3.yml", *fixture_args(fixture_dir, *cluster))
     assert run.rc == 0, run.output
     assert "; helpdesk (new) -> 1.1.0; summarise (new) -> 1.0.0 (gated" in " ".join(run.output.split())
