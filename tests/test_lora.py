@@ -231,3 +231,42 @@ def test_without_evaluation_a_switch_and_a_rollback_follow_the_serving_state_giv
 
 def done_state(result):
     return {name: {"version": version, "previous": result["previous"][name]} for name, version in result["serving"].items()}
+
+
+def test_results_measured_in_the_cluster_decide_and_a_changed_eval_set_is_measured_again(tmp_path):
+    """OpenShift: an evaluation Job measures, the controller decides from what the cluster
+    keeps; a result counts only while the adapter, the evaluation set and the base are the
+    ones it measured."""
+    import kitchen_lora
+
+    ready = {"alpha": {"1.0.0": {"sha256": "a", "base_sha256": ["m"]}, "1.1.0": {"sha256": "b", "base_sha256": ["m"]}}}
+    lora_flavours.save_state(str(tmp_path / "state.json"), {"ready": ready, "serving": {}})
+    (tmp_path / ".eval" / "e").mkdir(parents=True)
+    (tmp_path / ".eval" / "e" / "e.jsonl").write_text('{"prompt": "p", "expect": ["x"]}\n')
+    flavours = [{"name": "alpha", "versions": ["1.0.0", "1.1.0"], "serving_version": "1.1.0", "eval_set": "e/e.jsonl"}]
+    serving = {"alpha": {"version": "1.0.0", "previous": []}}
+    plan = lora_flavours.decide(None, flavours, str(tmp_path), 0.05, serving_state=serving, measured={},
+                                check_mode=True)
+    assert [u["candidate"] for u in plan["unevaluated"]] == ["alpha@1.0.0", "alpha@1.1.0"]
+    # What the evaluation Job reports, kept under the identity the plan gave each version.
+    job = {"results": [{"log_lines": ["sync: 2 files", json.dumps({"results": {
+        "alpha@1.0.0": {"passed": 4, "total": 4, "pass_rate": 1.0, "failures": []},
+        "alpha@1.1.0": {"passed": 2, "total": 4, "pass_rate": 0.5, "failures": [{"prompt": "p", "text": "no"}]}}})]}]}
+    measured = kitchen_lora.add_evaluations({}, plan["unevaluated"], kitchen_lora.job_reports(job))
+    with pytest.raises(lora_flavours.FlavourError, match=r"-e kserve_lora_force=true\):\n- alpha 1.1.0 scores 50% "
+                                                         r"\(2/4\), 1.0.0 in service scores 100%"):
+        lora_flavours.decide(None, flavours, str(tmp_path), 0.05, serving_state=serving, measured=measured,
+                             force_variable="kserve_lora_force")
+    forced = lora_flavours.decide(None, flavours, str(tmp_path), 0.05, serving_state=serving, measured=measured,
+                                  force=True)
+    assert forced["switches"][0]["forced"] and forced["unevaluated"] == [] and forced["measured"] == measured
+    assert kitchen_lora.flavour_summary(forced) == "serving alpha 1.1.0; alpha 1.0.0 -> 1.1.0 (50% passed, was 100%, forced)"
+    # A new evaluation set: both versions are to be measured again, nothing is refused meanwhile.
+    (tmp_path / ".eval" / "e" / "e.jsonl").write_text('{"prompt": "q", "expect": ["y"]}\n')
+    again = lora_flavours.decide(None, flavours, str(tmp_path), 0.05, serving_state=serving, measured=measured,
+                                 check_mode=True)
+    assert [u["candidate"] for u in again["unevaluated"]] == ["alpha@1.0.0", "alpha@1.1.0"]
+    assert kitchen_lora.flavour_summary(again, check_mode=True) \
+        == "serving alpha 1.1.0; alpha 1.0.0 -> 1.1.0; would evaluate: alpha@1.0.0, alpha@1.1.0"
+    assert kitchen_lora.job_reports({"results": [{"log_lines": ["Traceback"], "item": {"metadata": {"name": "j"}}}]}) \
+        == [{"errors": {"j": "no report in its log"}}]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import re
 import time
 import urllib.error
 import urllib.request
@@ -29,19 +28,13 @@ from concurrent.futures import ThreadPoolExecutor
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import atomic_write
 from ansible_collections.privateai.kitchen.plugins.module_utils.lora_adapter import sha256_file
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_manifest import iter_files, load_manifest
+from ansible_collections.privateai.kitchen.plugins.module_utils.flavour_checks import (  # noqa: F401 - re-exported
+    FlavourError, candidate_name, chat_body, passes, read_eval_set, score)
 from ansible_collections.privateai.kitchen.plugins.module_utils.lora_adapter import (
     GGUF_ADAPTER, AdapterError, BaseModel, check_adapter, to_gguf)
 
 STATE_FILE = "state.json"
 EVAL_FORMAT = 1
-
-
-class FlavourError(Exception):
-    """Refused: the message names the flavour, version and reason."""
-
-
-def candidate_name(flavour, version):
-    return "%s@%s" % (flavour, version)
 
 
 def load_state(path):
@@ -245,55 +238,9 @@ def _digest(expected):
 
 # ---- evaluation --------------------------------------------------------------------------
 
-def read_eval_set(path):
-    """Cases of an evaluation set (JSONL): prompt, and any of expect (all of these words),
-    expect_any (one of these words), pattern (a regular expression); max_tokens optional."""
-    cases = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = "%s line %d" % (path, number)
-            try:
-                case = json.loads(line)
-            except ValueError as exc:
-                raise FlavourError("%s: not JSON (%s)" % (where, exc)) from None
-            if not isinstance(case, dict) or not isinstance(case.get("prompt"), str) or not case["prompt"]:
-                raise FlavourError("%s: prompt must be a non-empty string" % where)
-            unknown = set(case) - {"prompt", "expect", "expect_any", "pattern", "max_tokens"}
-            if unknown:
-                raise FlavourError("%s: unknown field(s) %s" % (where, ", ".join(sorted(unknown))))
-            for field in ("expect", "expect_any"):
-                if field in case and not (isinstance(case[field], list) and all(isinstance(w, str) for w in case[field])):
-                    raise FlavourError("%s: %s must be a list of strings" % (where, field))
-            if "pattern" in case:
-                try:
-                    re.compile(case["pattern"])
-                except (re.error, TypeError) as exc:
-                    raise FlavourError("%s: pattern %r is not a regular expression (%s)" % (where, case["pattern"], exc)) from None
-            if not any(f in case for f in ("expect", "expect_any", "pattern")):
-                raise FlavourError("%s: give expect, expect_any or pattern" % where)
-            cases.append(case)
-    if not cases:
-        raise FlavourError("%s holds no cases" % path)
-    return cases
-
-
-def passes(case, text):
-    lowered = text.lower()
-    if any(word.lower() not in lowered for word in case.get("expect", [])):
-        return False
-    if case.get("expect_any") and not any(word.lower() in lowered for word in case["expect_any"]):
-        return False
-    if "pattern" in case and not re.search(case["pattern"], text, re.IGNORECASE):
-        return False
-    return True
-
-
 def chat(url, model, prompt, max_tokens, timeout=180):
     """One chat completion at temperature 0: (text, seconds, served model)."""
-    body = json.dumps({"model": model, "temperature": 0, "max_tokens": max_tokens, "seed": 0,
-                       "messages": [{"role": "user", "content": prompt}]}).encode()
+    body = json.dumps(chat_body(model, prompt, max_tokens)).encode()
     request = urllib.request.Request(url.rstrip("/") + "/v1/chat/completions", data=body,
                                      headers={"Content-Type": "application/json"})
     started = time.monotonic()
@@ -306,32 +253,46 @@ def chat(url, model, prompt, max_tokens, timeout=180):
 
 
 def evaluate(url, served_name, cases, max_tokens):
-    outcomes, latencies = [], []
-    for case in cases:
-        text, seconds, _ = chat(url, served_name, case["prompt"], case.get("max_tokens", max_tokens))
-        latencies.append(seconds)
-        outcomes.append({"prompt": case["prompt"], "passed": passes(case, text), "text": text[:200]})
-    latencies.sort()
-    passed = sum(o["passed"] for o in outcomes)
-    return {"passed": passed, "total": len(outcomes), "pass_rate": round(passed / len(outcomes), 4),
-            "latency_p50_seconds": round(latencies[len(latencies) // 2], 3),
-            "latency_max_seconds": round(latencies[-1], 3),
-            "failures": [o for o in outcomes if not o["passed"]][:5]}
+    return score(cases, lambda prompt, tokens: chat(url, served_name, prompt, tokens)[:2], max_tokens)
 
 
 def decide(url, flavours, dest, tolerance, force=False, rollback=(), max_tokens=48, check_mode=False, now=None,
-           serving_state=None):
+           serving_state=None, measured=None, force_variable="local_lora_force"):
     """Evaluate what is to be served and switch the state. Raises FlavourError (nothing
     written) when a version scores worse than the one in service by more than tolerance,
     unless force. rollback: flavour names (or "all") to return to their previous version.
-    url None: no evaluation (OpenShift in this release), the same switch and rollback rules.
+    url None: nothing is asked here; the same switch and rollback rules.
     serving_state: {flavour: {version, previous}} kept elsewhere (a ConfigMap in the cluster),
-    used instead of the state file's."""
+    used instead of the state file's.
+    measured: evaluations kept elsewhere {flavour: {version: {identity, result}}} (with url
+    None: an evaluation Job in the cluster measured them); one counts while its identity is
+    the version's. A version looked at with an evaluation set but no result counting is listed
+    in "unevaluated" with its identity (what to measure next, and what to keep it under)."""
     state_path = os.path.join(dest, STATE_FILE)
     state = load_state(state_path)
     if serving_state is not None:
         state["serving"] = copy.deepcopy(serving_state)
     declared = {f["name"]: f for f in flavours}
+    kept = None
+    if measured is not None:
+        # Only declared, prepared versions: what was retired leaves the store.
+        kept = {n: {v: e for v, e in versions.items() if v in state["ready"].get(n, {})}
+                for n, versions in copy.deepcopy(measured).items() if n in declared}
+    unevaluated = []
+
+    def evaluation(flavour, version, peek=False):
+        if kept is None:
+            return _evaluation(url, flavour, version, state, dest, max_tokens, check_mode or peek)
+        if not flavour.get("eval_set"):
+            return None
+        identity = _identity(flavour, version, state, dest, max_tokens)
+        entry = kept.get(flavour["name"], {}).get(version)
+        if entry and entry.get("identity") == identity:
+            return entry["result"]
+        if not peek:
+            unevaluated.append({"flavour": flavour["name"], "version": version, "eval_set": flavour["eval_set"],
+                                "candidate": candidate_name(flavour["name"], version), "identity": identity})
+        return None
     if rollback:
         names = sorted(declared) if "all" in rollback else list(rollback)
         unknown = [n for n in names if n not in declared]
@@ -352,7 +313,7 @@ def decide(url, flavours, dest, tolerance, force=False, rollback=(), max_tokens=
             raise FlavourError("%s %s: not prepared (run phase 3 first)" % (name, target))
         for version in [v for v in (current, target) if v]:
             if (name, version) not in results and version in state["ready"].get(name, {}):
-                results[(name, version)] = _evaluation(url, declared[name], version, state, dest, max_tokens, check_mode)
+                results[(name, version)] = evaluation(declared[name], version)
         if target == current:
             continue
         new, old = results[(name, target)], results.get((name, current))
@@ -371,13 +332,13 @@ def decide(url, flavours, dest, tolerance, force=False, rollback=(), max_tokens=
                          "pass_rate_from": old["pass_rate"] if old else None,
                          "pass_rate_to": new["pass_rate"] if new else None})
     if refusals:
-        raise FlavourError("refused, nothing switched (to switch anyway: -e local_lora_force=true):\n- " + "\n- ".join(refusals))
+        raise FlavourError("refused, nothing switched (to switch anyway: -e %s=true):\n- %s"
+                           % (force_variable, "\n- ".join(refusals)))
 
     for name, entry in state["serving"].items():
         if name in declared and (name, entry["version"]) not in results:
             # Not looked at in this run: its stored evaluation, for the report.
-            results[(name, entry["version"])] = _evaluation(url, declared[name], entry["version"], state, dest,
-                                                            max_tokens, check_mode=True)
+            results[(name, entry["version"])] = evaluation(declared[name], entry["version"], peek=True)
     retired = sorted(n for n in state["serving"] if n not in declared)
     # Check mode reports what a real run would leave in service, and writes nothing.
     for name, (current, target) in plan.items():
@@ -392,9 +353,21 @@ def decide(url, flavours, dest, tolerance, force=False, rollback=(), max_tokens=
     if (plan or retired or serving_state is not None) and not check_mode:
         save_state(state_path, state)
     serving = {n: e["version"] for n, e in state["serving"].items()}
-    return {"changed": bool(plan or retired), "switches": switches, "retired": retired, "serving": serving,
-            "evaluations": [dict(r, flavour=n, version=v) for (n, v), r in sorted(results.items()) if r],
-            "previous": {n: e.get("previous", []) for n, e in state["serving"].items()}}
+    result = {"changed": bool(plan or retired), "switches": switches, "retired": retired, "serving": serving,
+              "evaluations": [dict(r, flavour=n, version=v) for (n, v), r in sorted(results.items()) if r],
+              "previous": {n: e.get("previous", []) for n, e in state["serving"].items()}}
+    if kept is not None:
+        result.update(measured=kept, unevaluated=unevaluated)
+    return result
+
+
+def _identity(flavour, version, state, dest, max_tokens):
+    """What an evaluation measured: the adapter, the evaluation set, the base model and the
+    answer length. A stored result counts while all of these are unchanged."""
+    eval_name, _, eval_file = flavour["eval_set"].partition("/")
+    ready = state["ready"][flavour["name"]][version]
+    return {"adapter": ready["sha256"], "eval_set": sha256_file(os.path.join(dest, ".eval", eval_name, eval_file)),
+            "base": ready.get("base_sha256"), "max_tokens": max_tokens, "format": EVAL_FORMAT}
 
 
 def _evaluation(url, flavour, version, state, dest, max_tokens, check_mode):
@@ -403,9 +376,7 @@ def _evaluation(url, flavour, version, state, dest, max_tokens, check_mode):
         return None
     eval_name, _, eval_file = flavour["eval_set"].partition("/")
     eval_path = os.path.join(dest, ".eval", eval_name, eval_file)
-    ready = state["ready"][flavour["name"]][version]
-    identity = {"adapter": ready["sha256"], "eval_set": sha256_file(eval_path), "base": ready.get("base_sha256"),
-                "max_tokens": max_tokens, "format": EVAL_FORMAT}
+    identity = _identity(flavour, version, state, dest, max_tokens)
     stored_path = os.path.join(dest, ".results", flavour["name"], version + ".json")
     try:
         with open(stored_path, encoding="utf-8") as handle:
