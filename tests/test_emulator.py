@@ -29,6 +29,8 @@ def emulator(tmp_path, request):
         args += ["--node", "%s=%d" % (node, gpus)]
     for target in options.get("never_ready", []):
         args += ["--never-ready", target]
+    for candidate, rate in options.get("eval_scores", {}).items():
+        args += ["--eval-score", "%s=%s" % (candidate, rate)]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=open(tmp_path / "emulator.log", "wb"), text=True)
     url = json.loads(process.stdout.readline())["url"]
     yield {"kubeconfig": kubeconfig, "url": url}

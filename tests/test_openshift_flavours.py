@@ -16,6 +16,7 @@ from conftest import ROOT, crd_dir, run_playbook, tree_digest
 from ansible_collections.privateai.kitchen.plugins.module_utils.manifest_schemas import (
     CrdCatalog,
     load_tree,
+    validate_manifest,
     validate_tree,
 )
 
@@ -166,11 +167,12 @@ class AdapterApi:
     """vLLM's runtime adapter API as documented (docs/features/lora.md; serving_models.py): a
     stand-in, since vLLM needs a GPU. LoRA cards carry root = path, parent = base model."""
 
-    def __init__(self, base, loaded, refuse=None):
+    def __init__(self, base, loaded, refuse=None, answers=None):
         import http.server
         import threading
 
         self.base, self.loaded, self.calls, self.refuse = base, dict(loaded), [], refuse or {}
+        self.answers = answers or {}  # chat completions: the answer of each adapter path
         api = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -191,6 +193,12 @@ class AdapterApi:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 api.calls.append((self.path, body))
+                if self.path == "/v1/chat/completions":
+                    path = api.loaded.get(body["model"])
+                    if path is None:
+                        return self.reply(404, {"error": "The model `%s` does not exist." % body["model"]})
+                    return self.reply(200, {"model": body["model"], "choices": [
+                        {"message": {"role": "assistant", "content": api.answers.get(path, "")}}]})
                 if self.path == "/v1/unload_lora_adapter":
                     if api.loaded.pop(body["lora_name"], None) is None:
                         return self.reply(404, {"error": "not loaded"})
@@ -245,51 +253,138 @@ from test_emulator import emulator, site_vars  # noqa: E402,F401 - the emulator 
 
 
 def cluster_flavours(kubeconfig):
+    """state.json and flavours.json of the flavours ConfigMap, the evaluations kept, and the
+    names of the evaluation Jobs run so far."""
     import kubernetes
 
-    client = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kubeconfig)))
-    data = client.read_namespaced_config_map("tiny-llama-flavours", "kitchen-platform").data
-    return json.loads(data["state.json"]), json.loads(data["flavours.json"])
+    api = kubernetes.config.new_client_from_config(str(kubeconfig))
+    core = kubernetes.client.CoreV1Api(api)
+    data = core.read_namespaced_config_map("tiny-llama-flavours", "kitchen-platform").data
+    evaluations = json.loads(core.read_namespaced_config_map("tiny-llama-flavour-evaluations", "kitchen-platform")
+                             .data["evaluations.json"])
+    jobs = sorted(j.metadata.name for j in kubernetes.client.BatchV1Api(api).list_namespaced_job("kitchen-platform").items
+                  if "-evaluate-" in j.metadata.name)
+    scores = {(f, v): e["result"]["pass_rate"] for f, versions in evaluations.items() for v, e in versions.items()}
+    return json.loads(data["state.json"]), json.loads(data["flavours.json"]), scores, jobs
 
 
-def test_switch_and_rollback_keep_their_state_in_the_cluster(fixture_dir, emulator, tmp_path):
-    """Applied through kubernetes.core to the API emulator: the serving state lives in the
-    flavours ConfigMap, so the rollback finds the version a switch left."""
+def applied(kubeconfig, api_version, kind, name):
+    """An object as the cluster holds it, less what the server adds."""
+    import kubernetes
+
+    client = kubernetes.dynamic.DynamicClient(kubernetes.config.new_client_from_config(str(kubeconfig)))
+    found = client.resources.get(api_version=api_version, kind=kind).get(name=name, namespace="kitchen-platform").to_dict()
+    found.pop("status", None)
+    found["metadata"] = {k: v for k, v in found["metadata"].items() if k in ("name", "namespace", "labels", "annotations")}
+    return found
+
+
+def said(run):
+    return " ".join(run.output.split())
+
+
+# helpdesk 1.0.0 answers one of its two evaluation cases in the emulated evaluation Job.
+@pytest.mark.parametrize("emulator", [{"eval_scores": {"helpdesk@1.0.0": 0.5}}], indirect=True)
+def test_switch_evaluate_refuse_force_and_roll_back_with_the_state_in_the_cluster(fixture_dir, emulator, tmp_path):
+    """Applied through kubernetes.core to the API emulator: versions are evaluated in the
+    cluster (before a switch, or once a first version serves), a worse one is refused until
+    forced, the state and the results live in ConfigMaps, so the rollback finds the version a
+    switch left and nothing is evaluated twice."""
     cluster = ("-e", site_vars(emulator["kubeconfig"]), "-e", "kserve_lora_work_dir=%s" % (tmp_path / "work"))
     # A dry run on a cluster without flavours gates, says what it would serve, creates nothing.
     run = run_playbook(SAMPLE, "phase3.yml", "--check", *fixture_args(fixture_dir, *cluster))
     assert run.rc == 0, run.output
-    assert "; helpdesk (new) -> 1.1.0; summarise (new) -> 1.0.0 (gated" in " ".join(run.output.split())
+    assert "; helpdesk (new) -> 1.1.0; summarise (new) -> 1.0.0; would evaluate: helpdesk@1.1.0, summarise@1.0.0" \
+        in said(run)
     import kubernetes
     core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(emulator["kubeconfig"])))
     assert core.list_namespaced_config_map("kitchen-platform").items == []
+
     run = run_playbook(SAMPLE, "phase3.yml", *fixture_args(fixture_dir, *cluster))
     assert run.rc == 0, run.output
-    assert "; helpdesk (new) -> 1.1.0; summarise (new) -> 1.0.0 (gated" in " ".join(run.output.split())
-    state, served = cluster_flavours(emulator["kubeconfig"])
+    assert "; helpdesk (new) -> 1.1.0; summarise (new) -> 1.0.0; evaluated once serving: helpdesk@1.1.0" in said(run)
+    state, served, scores, jobs = cluster_flavours(emulator["kubeconfig"])
     assert state == {"helpdesk": {"version": "1.1.0", "previous": []}, "summarise": {"version": "1.0.0", "previous": []}}
+    assert scores == {("helpdesk", "1.1.0"): 1.0, ("summarise", "1.0.0"): 1.0} and len(jobs) == 1
+    # The evaluation Job and its inputs as applied: strictly valid, each version's files synced.
+    job, inputs = applied(emulator["kubeconfig"], "batch/v1", "Job", jobs[0]), \
+        applied(emulator["kubeconfig"], "v1", "ConfigMap", "tiny-llama-evaluation")
+    assert [str(e) for e in validate_manifest(job, "1.31", None) + validate_manifest(inputs, "1.31", None)] == []
+    assert sorted(json.loads(inputs["data"]["candidates.json"])) == ["helpdesk@1.1.0", "summarise@1.0.0"]
+    assert {line.split("  ")[1].rsplit("/", 1)[0] for line in inputs["data"]["SHA256SUMS"].splitlines()} \
+        == {"helpdesk/1.1.0", "summarise/1.0.0"}
 
     overlay = yaml.safe_load((fixture_dir / "overlay.yml").read_text())
     overlay["kitchen_adapters"][0]["serving_version"] = "1.0.0"
     (tmp_path / "switch.yml").write_text(yaml.safe_dump(overlay))
     switched = ("-e", "@%s" % (tmp_path / "switch.yml"))
+    # 1.0.0 is evaluated beside 1.1.0 before the switch, scores 50% against 100%: refused.
     run = run_playbook(SAMPLE, "phase3.yml", *fixture_args(fixture_dir, *cluster, *switched))
+    assert run.rc != 0
+    assert "helpdesk 1.0.0 scores 50% (1/2), 1.1.0 in service scores 100%: more than the tolerance 5% worse" \
+        in said(run) and "-e kserve_lora_force=true" in run.output
+    state, served, scores, jobs = cluster_flavours(emulator["kubeconfig"])
+    assert state["helpdesk"]["version"] == "1.1.0" and served["helpdesk"] == "/mnt/lora/helpdesk/1.1.0"
+    assert scores[("helpdesk", "1.0.0")] == 0.5 and len(jobs) == 2  # measured, kept, not switched to
+
+    run = run_playbook(SAMPLE, "phase3.yml", *fixture_args(fixture_dir, *cluster, *switched,
+                                                           "-e", "kserve_lora_force=true"))
     assert run.rc == 0, run.output
-    assert "serving helpdesk 1.0.0, summarise 1.0.0; helpdesk 1.1.0 -> 1.0.0 (gated" in " ".join(run.output.split())
-    state, served = cluster_flavours(emulator["kubeconfig"])
+    assert "serving helpdesk 1.0.0, summarise 1.0.0; helpdesk 1.1.0 -> 1.0.0 (50% passed, was 100%, forced)" \
+        in said(run)
+    state, served, scores, jobs = cluster_flavours(emulator["kubeconfig"])
     assert state["helpdesk"] == {"version": "1.0.0", "previous": ["1.1.0"]}
-    assert served["helpdesk"] == "/mnt/lora/helpdesk/1.0.0"
+    assert served["helpdesk"] == "/mnt/lora/helpdesk/1.0.0" and len(jobs) == 2  # the kept result was enough
 
     run = run_playbook(SAMPLE, "rollback.yml", *fixture_args(fixture_dir, *cluster, *switched, "-e", "flavour=helpdesk"))
     assert run.rc == 0, run.output
-    assert "; helpdesk 1.0.0 -> 1.1.0 (gated" in " ".join(run.output.split())
-    state, served = cluster_flavours(emulator["kubeconfig"])
+    assert "; helpdesk 1.0.0 -> 1.1.0 (100% passed, was 50%)" in said(run)
+    state, served, scores, jobs = cluster_flavours(emulator["kubeconfig"])
     assert state["helpdesk"] == {"version": "1.1.0", "previous": []}
-    assert served["helpdesk"] == "/mnt/lora/helpdesk/1.1.0"
+    assert served["helpdesk"] == "/mnt/lora/helpdesk/1.1.0" and len(jobs) == 2
 
     run = run_playbook(SAMPLE, "rollback.yml", *fixture_args(fixture_dir, *cluster, "-e", "flavour=summarise"))
     assert run.rc != 0 and "summarise never served another version; nothing to return to" in run.output
-    # Back at the inventory's versions: phase 3 again changes nothing.
+    # Back at the inventory's versions: phase 3 again changes nothing and evaluates nothing.
     run = run_playbook(SAMPLE, "phase3.yml", *fixture_args(fixture_dir, *cluster))
     assert run.rc == 0, run.output
     assert "changed=0" in run.output, run.output
+    assert len(cluster_flavours(emulator["kubeconfig"])[3]) == 2
+
+
+def test_evaluation_script_scores_each_version_beside_the_flavours_in_service(tmp_path):
+    """evaluate_flavours.py as the evaluation Job runs it (flavour_checks.py beside it, the
+    inputs as the ConfigMap mounts them) against vLLM's adapter and chat API."""
+    scripts = tmp_path / "opt"
+    scripts.mkdir()
+    for name in ("evaluate_flavours.py", "flavour_checks.py"):
+        (scripts / name).write_text((ROOT / "roles" / "kserve_lora" / "files" / name).read_text())
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "eval.helpdesk.helpdesk.jsonl").write_text(
+        '{"prompt": "How do I reset my password?", "expect": ["password"]}\n'
+        '{"prompt": "Who do I call?", "pattern": "service ?desk"}\n')
+    (inputs / "candidates.json").write_text(json.dumps({
+        "helpdesk@1.0.0": {"path": "/mnt/lora/helpdesk/1.0.0", "eval_set": "eval.helpdesk.helpdesk.jsonl"},
+        "helpdesk@1.1.0": {"path": "/mnt/lora/helpdesk/1.1.0", "eval_set": "eval.helpdesk.helpdesk.jsonl"},
+        "wide@1.0.0": {"path": "/mnt/lora/wide/1.0.0", "eval_set": "eval.helpdesk.helpdesk.jsonl"}}))
+    # 1.1.0 answers both cases, 1.0.0 only the first; vLLM refuses to load wide.
+    answers = {"/mnt/lora/helpdesk/1.1.0": "Reset the password, or call the service desk.",
+               "/mnt/lora/helpdesk/1.0.0": "Reset the password."}
+    api = AdapterApi("granite", {"helpdesk": "/mnt/lora/helpdesk/1.1.0"}, answers=answers,
+                     refuse={"wide@1.0.0": "LoRA rank 64 is greater than max_lora_rank 16"})
+    env = {"KITCHEN_URL": api.url, "KITCHEN_MODEL": "granite", "KITCHEN_CANDIDATES": str(inputs / "candidates.json"),
+           "KITCHEN_EVAL_DIR": str(inputs), "KITCHEN_MAX_TOKENS": "32", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, str(scripts / "evaluate_flavours.py")], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    results = report["results"]
+    assert (results["helpdesk@1.1.0"]["passed"], results["helpdesk@1.0.0"]["passed"]) == (2, 1)
+    assert results["helpdesk@1.0.0"]["pass_rate"] == 0.5 and results["helpdesk@1.0.0"]["failures"][0]["prompt"] \
+        == "Who do I call?"
+    assert report["ok"] is False and "greater than max_lora_rank 16" in report["errors"]["wide@1.0.0"]
+    # Asked by candidate name at temperature 0; afterwards only the flavour in service is loaded.
+    asked = [body for path, body in api.calls if path == "/v1/chat/completions"]
+    assert {b["model"] for b in asked} == {"helpdesk@1.0.0", "helpdesk@1.1.0"} and {b["temperature"] for b in asked} == {0}
+    assert api.loaded == {"helpdesk": "/mnt/lora/helpdesk/1.1.0"}

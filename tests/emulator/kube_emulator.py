@@ -64,6 +64,8 @@ def _merge(base, patch):
 @attrs.define(kw_only=True)
 class KitchenEmulator(kmock.KubernetesEmulator):
     never_ready: set = attrs.field(factory=set)
+    # Pass rate the emulated evaluation Job reports per "<flavour>@<version>" (default 1.0).
+    eval_scores: dict = attrs.field(factory=dict)
     _version: int = attrs.field(default=1000, init=False)
     # Pod logs by (namespace, pod): what the simulated taste-test pods print.
     pod_logs: dict = attrs.field(factory=dict, init=False)
@@ -239,6 +241,8 @@ async def _simulate_once(emulator):
                                               "kind": "ClusterServiceVersion",
                                               "metadata": {"name": csv, "namespace": namespace},
                                               "status": {"phase": "Succeeded"}}
+        elif plural == "jobs" and "-evaluate-" in name:
+            _job_pod(emulator, namespace, name, obj, _evaluation_report)
         elif plural == "jobs" and "-flavours-" in name:
             _job_pod(emulator, namespace, name, obj, _flavour_report)
         elif plural == "jobs" and "-taste-" in name:
@@ -269,11 +273,40 @@ def _taste_report(emulator, namespace, spec, env):
 def _flavour_report(emulator, namespace, spec, env):
     """What switch_flavours.py prints: what the flavours ConfigMap lists is served (no vLLM
     runs here; the report says so)."""
-    config_map = next(v["configMap"]["name"] for v in spec["volumes"] if v["name"] == "flavours")
-    found = emulator._find(kmock.resource("", "v1", "configmaps"), namespace, config_map)
-    wanted = json.loads(found.raw["data"]["flavours.json"]) if found is not None else {}
+    found = _job_inputs(emulator, namespace, spec)
+    wanted = json.loads(found["flavours.json"]) if found is not None else {}
     return {"ok": found is not None, "model": env.get("KITCHEN_MODEL"), "loaded": sorted(wanted), "switched": [],
             "unloaded": [], "kept": [], "serving": wanted, "emulated": "no model runs in the API emulator"}
+
+
+def _job_inputs(emulator, namespace, spec):
+    """The data of the ConfigMap a flavour or evaluation Job mounts as its inputs."""
+    config_map = next(v["configMap"]["name"] for v in spec["volumes"] if v["name"] == "inputs")
+    found = emulator._find(kmock.resource("", "v1", "configmaps"), namespace, config_map)
+    return found.raw["data"] if found is not None else None
+
+
+def _evaluation_report(emulator, namespace, spec, env):
+    """What evaluate_flavours.py prints, from the Job's inputs: each candidate's evaluation set
+    (its cases counted) and files (listed in SHA256SUMS, else an error), scored at the pass rate
+    the emulator was started with for it (--eval-score), 1.0 otherwise."""
+    data = _job_inputs(emulator, namespace, spec) or {}
+    candidates = json.loads(data.get("candidates.json", "{}"))
+    listed = {line.split("  ", 1)[1].rsplit("/", 1)[0] for line in data.get("SHA256SUMS", "").splitlines() if line}
+    report = {"ok": True, "model": env.get("KITCHEN_MODEL"), "results": {}, "errors": {},
+              "emulated": "no model runs in the API emulator"}
+    for name, entry in sorted(candidates.items()):
+        total = sum(1 for line in data.get(entry["eval_set"], "").splitlines() if line.strip())
+        relative = name.replace("@", "/")  # <flavour>/<version>, as the sync places it
+        if not total or relative not in listed or not entry["path"].endswith("/" + relative):
+            report["errors"][name] = "emulated: no evaluation set or no files listed for %s" % entry["path"]
+            continue
+        passed = round(emulator.eval_scores.get(name, 1.0) * total)
+        report["results"][name] = {"passed": passed, "total": total, "pass_rate": round(passed / total, 4),
+                                   "latency_p50_seconds": 0.0, "latency_max_seconds": 0.0,
+                                   "failures": [{"prompt": "(emulated)", "passed": False, "text": ""}] * (total - passed)}
+    report["ok"] = not report["errors"]
+    return report
 
 
 async def _subscription(emulator, namespace, obj):
@@ -297,7 +330,8 @@ def write_kubeconfig(path, url):
 
 
 async def serve(args):
-    emulator = KitchenEmulator(never_ready=set(args.never_ready))
+    scores = {name: float(rate) for name, _, rate in (s.partition("=") for s in args.eval_score)}
+    emulator = KitchenEmulator(never_ready=set(args.never_ready), eval_scores=scores)
     load_discovery(emulator, args.crd_dir)
     for spec in args.node:
         name, _, gpus = spec.partition("=")
@@ -327,6 +361,8 @@ def main():
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--node", action="append", default=[], help="NAME=GPUS, a Node with that GPU capacity")
     parser.add_argument("--never-ready", action="append", default=[], help="Kind/namespace/name or Kind/name")
+    parser.add_argument("--eval-score", action="append", default=[],
+                        help="FLAVOUR@VERSION=RATE, the pass rate its emulated evaluation reports (default 1.0)")
     asyncio.run(serve(parser.parse_args()))
 
 

@@ -2,7 +2,8 @@
 """Bring the adapters a running vLLM serves in line with the flavours in service, without a
 restart: vLLM's runtime adapter endpoints (VLLM_ALLOW_RUNTIME_LORA_UPDATING).
 
-Runs in the flavour Job of the kserve_lora role (standard library only), after its init
+Runs in the flavour Job of the kserve_lora role (standard library and flavour_checks.py,
+shipped beside it), after its init
 container placed and verified the adapter files on the volume the predictor mounts.
 Environment:
   KITCHEN_URL         predictor Service, e.g. http://granite-predictor.kitchen-platform.svc.cluster.local
@@ -20,20 +21,9 @@ import json
 import os
 import sys
 import urllib.error
-import urllib.request
 
-
-def call(base, path, body=None, token=None, timeout=120):
-    request = urllib.request.Request(base + path, data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json"})
-    if token:
-        request.add_header("Authorization", "Bearer " + token)
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        text = response.read().decode()
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text  # load/unload answer with a plain sentence
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from flavour_checks import http_json as call  # noqa: E402 - shipped beside this script
 
 
 def adapters(base, model, token, timeout):
