@@ -70,6 +70,21 @@ def test_resource_ready(resources, wait, ready):
     assert km.resource_ready(resources, wait) is ready
 
 
+def test_a_failed_job_ends_the_wait_and_is_reported_with_its_reason():
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "fill", "namespace": "n"}}
+    wait = km.wait_for(job, condition="Complete")
+    failed = [{"status": {"conditions": [{"type": "Failed", "status": "True",
+                                          "message": "Job has reached the specified backoff limit"}]}}]
+    running = [{"status": {"active": 1}}]
+    assert km.resource_settled(failed, wait) and not km.resource_ready(failed, wait)
+    assert not km.resource_settled(running, wait)
+    assert km.unready_report([{"item": wait, "resources": failed}]) == [
+        "Job/n/fill (waiting for condition Complete=True; conditions: Failed=True "
+        "(Job has reached the specified backoff limit))"]
+    # Only a Job's Complete has a failure to look for.
+    assert not km.resource_settled(failed, km.wait_for(dict(job, kind="Deployment"), condition="Complete"))
+
+
 def test_resource_state_explains_what_is_missing():
     assert km.resource_state([], READY_WAIT) == "it does not exist"
     assert km.resource_state([{"status": {}}], READY_WAIT) == "it reports no status conditions"

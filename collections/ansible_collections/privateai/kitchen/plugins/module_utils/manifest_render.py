@@ -148,6 +148,14 @@ def resource_ready(resources, wait):
     return str(_field(resource, wait["field"])) == str(wait["value"])
 
 
+def resource_settled(resources, wait):
+    """Ready, or failed for good (a Job's Failed condition): no use waiting longer."""
+    if resource_ready(resources, wait):
+        return True
+    failed = wait.get("failed_condition")
+    return bool(resources and failed) and resource_ready(resources, {"condition": failed})
+
+
 def resource_state(resources, wait):
     """What a resource shows instead of the state waited for, for an error message."""
     if not resources:
@@ -186,6 +194,9 @@ def wait_for(manifest, field=None, expected=None, condition=None, status="True")
         spec["namespace"] = meta["namespace"]
     if condition:
         spec["condition"] = {"type": condition, "status": status}
+        if manifest["kind"] == "Job" and condition == "Complete":
+            # A Job that ran out of retries never completes: stop waiting and say why.
+            spec["failed_condition"] = {"type": "Failed", "status": "True"}
     else:
         spec["field"], spec["value"] = field, expected
     return spec
