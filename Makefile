@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 
 PURGE ?=
 
-.PHONY: help venv demo teardown render-demo render check lint unit molecule test bench bench-lora clean
+.PHONY: help venv demo teardown render-demo render check lint unit molecule test bench bench-lora bench-lora-openshift clean
 
 help:
 	@echo "make demo    the kitchen in a box on this host: bundle, phases 1-3, a real answer from the base model and two flavours (as root)"
@@ -30,6 +30,7 @@ help:
 	@echo "make check  SITE=<inventory>   ansible-playbook --check --diff of the phases (render mode)"
 	@echo "make bench   bundle benchmark: verify, S3 upload, image push against the plain tools (needs skopeo, docker-registry)"
 	@echo "make bench-lora   phase 3 at scale: Ansible time of 100 flavours against 2 (needs the model: make demo first)"
+	@echo "make bench-lora-openshift   the same for phase 3 of the OpenShift sample, rendered"
 	@echo "make clean   remove build/ and the virtual environment"
 
 # Pinned, resolved set: pip never backtracks, installs in about a minute.
@@ -98,6 +99,9 @@ bench: venv
 
 bench-lora: venv
 	$(BIN)/python tools/lora-bench $(BENCH_ARGS)
+
+bench-lora-openshift: venv
+	$(BIN)/python tools/lora-bench --openshift $(BENCH_ARGS)
 
 clean:
 	rm -rf build $(VENV) .ansible .pytest_cache
