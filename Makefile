@@ -90,7 +90,7 @@ molecule: venv
 
 # pytest last: its summary is the closing line CI reads.
 test: venv lint molecule
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=10 $(PYTEST_ARGS)
 
 # About 5 minutes; writes build/bench/results.json. BENCH_ARGS="--size-gib 4 --repeat 5" to vary it.
 BENCH_ARGS ?=
