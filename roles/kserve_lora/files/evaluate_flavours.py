@@ -26,13 +26,13 @@ import time
 import urllib.error
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from flavour_checks import FlavourError, chat_body, http_json, read_eval_set, score  # noqa: E402
+from flavour_checks import (  # noqa: E402 - shipped beside this script
+    FlavourError, chat_body, error_text, read_eval_set, score, server_from_environment)
 
 
 def main():
     try:
-        base = os.environ["KITCHEN_URL"].rstrip("/")
-        model = os.environ["KITCHEN_MODEL"]
+        model, call = server_from_environment()
         with open(os.environ["KITCHEN_CANDIDATES"]) as handle:
             candidates = json.load(handle)
         eval_dir = os.environ["KITCHEN_EVAL_DIR"]
@@ -41,12 +41,6 @@ def main():
         print(json.dumps({"ok": False, "error": "setup: %s" % exc}))
         return 2
     max_tokens = int(os.environ.get("KITCHEN_MAX_TOKENS", "48"))
-    timeout = float(os.environ.get("KITCHEN_TIMEOUT", "120"))
-    token_file = os.environ.get("KITCHEN_TOKEN_FILE")
-    token = open(token_file).read().strip() if token_file and os.path.exists(token_file) else None
-
-    def call(path, body=None):
-        return http_json(base, path, body, token, timeout)
 
     def ask_as(name):
         def ask(prompt, tokens):
@@ -66,10 +60,8 @@ def main():
                 call("/v1/load_lora_adapter", {"lora_name": name, "lora_path": entry["path"]})
             loaded = True
             result["results"][name] = score(cases[name], ask_as(name), max_tokens)
-        except urllib.error.HTTPError as exc:
-            result["errors"][name] = "%s %s: %s" % (exc.code, exc.reason, exc.read().decode(errors="replace")[:300])
         except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError, TypeError) as exc:
-            result["errors"][name] = str(exc)
+            result["errors"][name] = error_text(exc)  # HTTPError is a URLError
         finally:
             if loaded:
                 try:  # the candidate leaves; the flavours in service were never touched

@@ -3,8 +3,8 @@
 restart: vLLM's runtime adapter endpoints (VLLM_ALLOW_RUNTIME_LORA_UPDATING).
 
 Runs in the flavour Job of the kserve_lora role (standard library and flavour_checks.py,
-shipped beside it), after its init
-container placed and verified the adapter files on the volume the predictor mounts.
+shipped beside it), after its init container placed and verified the adapter files on the
+volume the predictor mounts.
 Environment:
   KITCHEN_URL         predictor Service, e.g. http://granite-predictor.kitchen-platform.svc.cluster.local
   KITCHEN_MODEL       served name of the base model (the parent of every adapter card)
@@ -23,48 +23,41 @@ import sys
 import urllib.error
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from flavour_checks import http_json as call  # noqa: E402 - shipped beside this script
+from flavour_checks import error_text, server_from_environment  # noqa: E402 - shipped beside this script
 
 
-def adapters(base, model, token, timeout):
+def adapters(call, model):
     """{adapter name: path} of the LoRA cards whose parent is the base model."""
-    cards = call(base, "/v1/models", token=token, timeout=timeout)["data"]
-    return {card["id"]: card.get("root") for card in cards if card.get("parent") == model}
+    return {card["id"]: card.get("root") for card in call("/v1/models")["data"] if card.get("parent") == model}
 
 
 def main():
     try:
-        base = os.environ["KITCHEN_URL"].rstrip("/")
-        model = os.environ["KITCHEN_MODEL"]
+        model, call = server_from_environment()
         with open(os.environ["KITCHEN_FLAVOURS"]) as handle:
             wanted = json.load(handle)
     except (KeyError, OSError, ValueError) as exc:
         print(json.dumps({"ok": False, "error": "setup: %s" % exc}))
         return 2
-    timeout = float(os.environ.get("KITCHEN_TIMEOUT", "120"))
-    token_file = os.environ.get("KITCHEN_TOKEN_FILE")
-    token = open(token_file).read().strip() if token_file and os.path.exists(token_file) else None
     result = {"ok": False, "model": model, "loaded": [], "switched": [], "unloaded": [], "kept": []}
     try:
-        served = adapters(base, model, token, timeout)
+        served = adapters(call, model)
         for name in sorted(set(served) - set(wanted)):
-            call(base, "/v1/unload_lora_adapter", {"lora_name": name}, token, timeout)
+            call("/v1/unload_lora_adapter", {"lora_name": name})
             result["unloaded"].append(name)
         for name, path in sorted(wanted.items()):
             if served.get(name) == path:
                 result["kept"].append(name)
                 continue
             if name in served:
-                call(base, "/v1/unload_lora_adapter", {"lora_name": name}, token, timeout)
+                call("/v1/unload_lora_adapter", {"lora_name": name})
                 result["switched"].append({"flavour": name, "from": served[name], "to": path})
             else:
                 result["loaded"].append(name)
-            call(base, "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path}, token, timeout)
-        result["serving"] = adapters(base, model, token, timeout)
-    except urllib.error.HTTPError as exc:
-        result["error"] = "%s %s: %s" % (exc.code, exc.reason, exc.read().decode(errors="replace")[:500])
-    except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
-        result["error"] = str(exc)
+            call("/v1/load_lora_adapter", {"lora_name": name, "lora_path": path})
+        result["serving"] = adapters(call, model)
+    except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:  # HTTPError is a URLError
+        result["error"] = error_text(exc)
     result["ok"] = result.get("serving") == wanted
     if "serving" in result and not result["ok"]:
         result["error"] = "the server lists %s, the flavours in service are %s" % (result["serving"], wanted)

@@ -6,7 +6,9 @@ library only, because the same file runs on the controller (lora_flavours) and, 
 ConfigMap beside the flavour scripts, in the cluster's flavour and evaluation Jobs."""
 
 import json
+import os
 import re
+import urllib.error
 import urllib.request
 
 
@@ -99,3 +101,28 @@ def http_json(base, path, body=None, token=None, timeout=120):
         return json.loads(text)
     except ValueError:
         return text
+
+
+def server_from_environment():
+    """The model server a flavour Job talks to, from its environment: KITCHEN_URL, KITCHEN_MODEL
+    (served name of the base model), KITCHEN_TIMEOUT (seconds per request, default 120) and
+    KITCHEN_TOKEN_FILE (optional bearer token file). Returns (model, call) with call(path,
+    body=None) as http_json against that server. KeyError when URL or model is missing."""
+    base, model = os.environ["KITCHEN_URL"].rstrip("/"), os.environ["KITCHEN_MODEL"]
+    timeout = float(os.environ.get("KITCHEN_TIMEOUT", "120"))
+    token_file = os.environ.get("KITCHEN_TOKEN_FILE")
+    token = None
+    if token_file and os.path.exists(token_file):
+        with open(token_file, encoding="utf-8") as handle:
+            token = handle.read().strip()
+
+    def call(path, body=None):
+        return http_json(base, path, body, token, timeout)
+    return model, call
+
+
+def error_text(exc):
+    """One line for a failed call: an HTTP error with the server's own words, else the error."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return "%s %s: %s" % (exc.code, exc.reason, exc.read().decode(errors="replace")[:500])
+    return str(exc)
