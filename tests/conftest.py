@@ -3,6 +3,7 @@
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,22 @@ from ansible_collections.privateai.kitchen.plugins.module_utils.site_contract im
 
 
 def crd_dir() -> Path:
-    return Path(os.environ.get("KITCHEN_CRD_DIR") or ROOT.parent / "shared" / "crds")
+    """The upstream CRDs every custom resource is validated against. Missing is an error of the
+    suite, never a reason to skip: a check without its input proves nothing."""
+    path = Path(os.environ.get("KITCHEN_CRD_DIR") or ROOT.parent / "shared" / "crds")
+    if not path.is_dir() or not any(path.glob("*.yaml")):
+        pytest.fail("no CRD folder at %s (set KITCHEN_CRD_DIR to the folder of upstream CRD YAML files)" % path,
+                    pytrace=False)
+    return path
+
+
+def require_tools(*names):
+    """Fail (never skip) where a host tool the test drives is missing: `make test` installs them
+    (tools/install-host-packages), so a missing one is a broken set-up, not a reason to pass."""
+    missing = [name for name in names if not shutil.which(name)]
+    if missing:
+        pytest.fail("needs %s on PATH (make test installs them with tools/install-host-packages)"
+                    % ", ".join(missing), pytrace=False)
 
 
 @pytest.fixture(scope="session")

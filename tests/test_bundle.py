@@ -19,12 +19,15 @@ from ansible_collections.privateai.kitchen.plugins.module_utils import bundle_bu
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import BundleError, ProgressFile
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_manifest import assign_volumes, load_manifest
 from bundle_sources import make_sources, write_adapter
-from conftest import run_playbook
+from conftest import require_tools, run_playbook
 from registry import PASSWORD, USER, Registry
 from s3server import ACCESS_KEY, SECRET_KEY
 
-pytestmark = pytest.mark.skipif(not shutil.which("skopeo") or not shutil.which("docker-registry"),
-                                reason="needs skopeo and docker-registry (.ci/run installs them)")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _host_tools():
+    require_tools("skopeo", "docker-registry")
 
 
 @pytest.fixture(scope="module")

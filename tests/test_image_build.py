@@ -8,12 +8,16 @@ import sys
 
 import pytest
 
-from conftest import ROOT, built_images, run_playbook
+from conftest import ROOT, built_images, require_tools, run_playbook
 
 sys.path.insert(0, str(ROOT / "filter_plugins"))
 from kitchen_images import image_references  # noqa: E402
 
-needs_podman = pytest.mark.skipif(not shutil.which("podman"), reason="needs podman (.ci/run installs it)")
+
+
+@pytest.fixture
+def needs_podman():
+    require_tools("podman", "debootstrap")
 
 
 def stat(name, checksum):
@@ -32,7 +36,7 @@ def podman(*args):
     return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=300, check=False)
 
 
-@needs_podman
+@pytest.mark.usefixtures("needs_podman")
 @pytest.mark.playbook
 def test_images_are_built_offline_once_and_run():
     images = '{"image_build_images": ["registry", "seaweedfs"]}'

@@ -16,10 +16,16 @@ import time
 
 import pytest
 
-from conftest import ROOT, run_playbook
+from conftest import ROOT, require_tools, run_playbook
 
-pytestmark = [pytest.mark.skipif(not shutil.which("podman"), reason="needs podman (.ci/run installs it)"),
-              pytest.mark.playbook]
+pytestmark = pytest.mark.playbook
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _host_tools():
+    require_tools("podman", "skopeo")
+
+
 NAMES = {"local_registry_container": "box-test-registry", "local_s3_container": "box-test-s3",
          "local_model_server_container": "box-test-model"}
 # Sorted after a kitchen already on this host, so that podman reads the test site's search list.

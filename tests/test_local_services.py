@@ -12,11 +12,17 @@ import pytest
 import requests
 import yaml
 
-from conftest import built_images, run_playbook
+from conftest import built_images, require_tools, run_playbook
 from registry import write_oci_image
 
-pytestmark = [pytest.mark.skipif(not shutil.which("podman"), reason="needs podman (.ci/run installs it)"),
-              pytest.mark.playbook]
+pytestmark = pytest.mark.playbook
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _host_tools():
+    require_tools("podman", "skopeo")
+
+
 PREFIX = "kitchen-test"
 
 

@@ -38,8 +38,6 @@ def test_core_kinds_are_strict():
 
 @pytest.fixture(scope="module")
 def crds():
-    if not crd_dir().is_dir():
-        pytest.skip("CRD validation skipped: no CRD folder at %s" % crd_dir())
     return CrdCatalog(str(crd_dir()))
 
 
@@ -78,3 +76,29 @@ def test_constraint_fragments_are_not_closed(crds):
     route["spec"]["tls"] = {"termination": "passthrough", "insecureEdgeTerminationPolicyy": "None"}
     (error,) = validate_manifest(route, "1.31", crds)
     assert "insecureEdgeTerminationPolicyy" in error.message
+
+
+def test_a_missing_crd_folder_is_an_error_unless_opted_out(tmp_path):
+    """tools/validate-manifests never passes silently without its CRDs: --no-crds must say so."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    render = tmp_path / "render"
+    render.mkdir()
+    (render / "ns.yaml").write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: team-a}\n")
+    tool = [sys.executable, str(ROOT / "tools" / "validate-manifests"), str(render), "--kubernetes-version", "1.31"]
+    missing = subprocess.run(tool + ["--crd-dir", str(tmp_path / "no-crds")], capture_output=True, text=True)
+    assert missing.returncode == 2 and "no CRD folder at %s" % (tmp_path / "no-crds") in missing.stderr
+    opted_out = subprocess.run(tool + ["--no-crds"], capture_output=True, text=True)
+    assert opted_out.returncode == 0, opted_out.stdout + opted_out.stderr
+    assert "custom resources are not checked" in opted_out.stdout
+
+
+def test_the_suite_fails_without_its_crds(monkeypatch, tmp_path):
+    import conftest
+
+    monkeypatch.setenv("KITCHEN_CRD_DIR", str(tmp_path / "gone"))
+    with pytest.raises(pytest.fail.Exception, match="no CRD folder at"):
+        conftest.crd_dir()

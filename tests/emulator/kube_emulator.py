@@ -163,7 +163,11 @@ class KitchenEmulator(kmock.KubernetesEmulator):
 
 def load_discovery(emulator, crd_dir):
     emulator.resources.load_bundled()
-    for path in sorted(glob.glob(os.path.join(crd_dir, "*.yaml"))):
+    paths = sorted(glob.glob(os.path.join(crd_dir, "*.yaml")))
+    if not paths:
+        # Without them every custom resource would be refused as unknown, for the wrong reason.
+        sys.exit("kube_emulator: no CRD YAML files in %s (--crd-dir)" % crd_dir)
+    for path in paths:
         with open(path, encoding="utf-8") as handle:
             for doc in yaml.load_all(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
                 if not doc or doc.get("kind") != "CustomResourceDefinition":
