@@ -4,14 +4,11 @@
 import json
 import shutil
 import subprocess
-import sys
 
 import pytest
 
 from conftest import ROOT, built_images, require_tools, run_playbook
-
-sys.path.insert(0, str(ROOT / "filter_plugins"))
-from kitchen_images import image_references  # noqa: E402
+from ansible_collections.privateai.kitchen.plugins.filter.images import image_references
 
 
 

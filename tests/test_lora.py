@@ -6,7 +6,6 @@ import importlib.machinery
 import importlib.util
 import json
 import re
-import sys
 
 import gguf
 import numpy
@@ -15,9 +14,7 @@ from safetensors.numpy import save_file
 
 from conftest import ROOT
 from ansible_collections.privateai.kitchen.plugins.module_utils import lora_adapter, lora_flavours
-
-sys.path.insert(0, str(ROOT / "filter_plugins"))
-import kitchen_local  # noqa: E402
+from ansible_collections.privateai.kitchen.plugins.filter import single_host as kitchen_local
 
 
 def _load_tool():
@@ -237,7 +234,7 @@ def test_results_measured_in_the_cluster_decide_and_a_changed_eval_set_is_measur
     """OpenShift: an evaluation Job measures, the controller decides from what the cluster
     keeps; a result counts only while the adapter, the evaluation set and the base are the
     ones it measured."""
-    import kitchen_lora
+    from ansible_collections.privateai.kitchen.plugins.filter import flavours as kitchen_lora
 
     ready = {"alpha": {"1.0.0": {"sha256": "a", "base_sha256": ["m"]}, "1.1.0": {"sha256": "b", "base_sha256": ["m"]}}}
     lora_flavours.save_state(str(tmp_path / "state.json"), {"ready": ready, "serving": {}})

@@ -3,7 +3,7 @@
 # Apache License 2.0 (see LICENSE)
 """Naming, serialising and readiness of Kubernetes manifests: pure Python.
 
-Shared by the `render_manifests` action plugin and the Jinja filters in filter_plugins/.
+Shared by the `render_manifests` action plugin and the Jinja filters of the collection (plugins/filter/manifests.py).
 Output is deterministic: the same manifests always give byte-identical files, so a GitOps
 repository sees no noise between two renders.
 """

@@ -60,5 +60,5 @@ def flavour_summary(decision, evaluated=True, check_mode=False):
 
 class FilterModule:
     def filters(self):
-        return {"kitchen_add_evaluations": add_evaluations, "kitchen_job_reports": job_reports,
-                "kitchen_flavour_summary": flavour_summary}
+        return {"add_evaluations": add_evaluations, "job_reports": job_reports,
+                "flavour_summary": flavour_summary}

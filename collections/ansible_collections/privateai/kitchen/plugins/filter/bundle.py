@@ -20,23 +20,23 @@ def _bundle_image(bundle_dir, name):
     try:
         return bundle_image(bundle_dir, name)
     except (BundleError, ValueError) as exc:
-        raise AnsibleFilterError("kitchen_bundle_image: %s" % exc) from None
+        raise AnsibleFilterError("bundle_image: %s" % exc) from None
 
 
 def _bundle_model_files(bundle_dir, name):
     try:
         return bundle_model_files(bundle_dir, name)
     except (BundleError, ValueError) as exc:
-        raise AnsibleFilterError("kitchen_bundle_model_files: %s" % exc) from None
+        raise AnsibleFilterError("bundle_model_files: %s" % exc) from None
 
 
 class FilterModule:
     def filters(self):
         return {
-            "kitchen_bundle_models": bundle_models,
-            "kitchen_bundle_adapters": bundle_adapters,
-            "kitchen_bundle_plan_lines": plan_lines,
-            "kitchen_bundle_import_lines": import_lines,
-            "kitchen_bundle_image": _bundle_image,
-            "kitchen_bundle_model_files": _bundle_model_files,
+            "bundle_models": bundle_models,
+            "bundle_adapters": bundle_adapters,
+            "bundle_plan_lines": plan_lines,
+            "bundle_import_lines": import_lines,
+            "bundle_image": _bundle_image,
+            "bundle_model_files": _bundle_model_files,
         }

@@ -82,5 +82,5 @@ def lora_report(decision, proofs, declared, gated, base):
 
 class FilterModule:
     def filters(self):
-        return {"kitchen_htpasswd": htpasswd, "kitchen_llama_models": llama_models,
-                "kitchen_lora_report": lora_report}
+        return {"htpasswd": htpasswd, "llama_models": llama_models,
+                "lora_report": lora_report}

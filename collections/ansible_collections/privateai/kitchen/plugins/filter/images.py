@@ -29,4 +29,4 @@ def bundle_entries(references, repository_prefix="kitchen"):
 
 class FilterModule:
     def filters(self):
-        return {"kitchen_image_references": image_references, "kitchen_built_image_entries": bundle_entries}
+        return {"image_references": image_references, "built_image_entries": bundle_entries}
