@@ -4,7 +4,6 @@ a certificate from a CA made for the run, so clients must verify against that CA
 import datetime
 import ipaddress
 import json
-import os
 import socket
 import subprocess
 import sys

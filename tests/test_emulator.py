@@ -9,7 +9,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-import yaml
 
 from conftest import ROOT, crd_dir, run_playbook
 

@@ -2,12 +2,11 @@
 (containers.conf), the debootstrap base, then Containerfiles; a second run rebuilds nothing."""
 
 import json
-import shutil
 import subprocess
 
 import pytest
 
-from conftest import ROOT, built_images, require_tools, run_playbook
+from conftest import built_images, require_tools, run_playbook
 from ansible_collections.privateai.kitchen.plugins.filter.images import image_references
 
 

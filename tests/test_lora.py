@@ -13,7 +13,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from conftest import ROOT
-from ansible_collections.privateai.kitchen.plugins.module_utils import lora_adapter, lora_flavours
+from ansible_collections.privateai.kitchen.plugins.module_utils import flavour_checks, flavour_decide, flavour_prepare, lora_adapter
 from ansible_collections.privateai.kitchen.plugins.filter import single_host as kitchen_local
 
 
@@ -160,9 +160,9 @@ def test_the_sample_adapters_are_the_same_bytes_every_run(tmp_path):
 def test_evaluation_sets_are_checked_line_by_line(tmp_path):
     good = tmp_path / "good.jsonl"
     good.write_text('{"prompt": "Soup?", "expect_any": ["tomato", "soup"]}\n\n{"prompt": "2+2", "pattern": "\\\\b4\\\\b"}\n')
-    cases = lora_flavours.read_eval_set(str(good))
-    assert lora_flavours.passes(cases[0], "A SOUP of tomatoes") and not lora_flavours.passes(cases[0], "bread")
-    assert lora_flavours.passes(cases[1], "it is 4.") and not lora_flavours.passes(cases[1], "it is 42")
+    cases = flavour_checks.read_eval_set(str(good))
+    assert flavour_checks.passes(cases[0], "A SOUP of tomatoes") and not flavour_checks.passes(cases[0], "bread")
+    assert flavour_checks.passes(cases[1], "it is 4.") and not flavour_checks.passes(cases[1], "it is 42")
     for line, message in [('{"prompt": "x"}', "line 1: give expect, expect_any or pattern"),
                           ('{"prompt": "x", "expect": "soup"}', "line 1: expect must be a list of strings"),
                           ('{"prompt": "x", "pattern": "("}', "line 1: pattern '(' is not a regular expression"),
@@ -170,8 +170,8 @@ def test_evaluation_sets_are_checked_line_by_line(tmp_path):
                           ("not json", "line 1: not JSON")]:
         bad = tmp_path / "bad.jsonl"
         bad.write_text(line + "\n")
-        with pytest.raises(lora_flavours.FlavourError, match=re.escape(message)):
-            lora_flavours.read_eval_set(str(bad))
+        with pytest.raises(flavour_decide.FlavourError, match=re.escape(message)):
+            flavour_checks.read_eval_set(str(bad))
 
 
 def test_the_llama_server_offers_the_base_each_flavour_in_service_and_every_prepared_version():
@@ -206,24 +206,24 @@ def test_without_evaluation_a_switch_and_a_rollback_follow_the_serving_state_giv
     """OpenShift keeps the serving state in the cluster: decide takes it, applies the same rules
     with nothing asked (no URL), and check mode reports the outcome without writing."""
     ready = {"alpha": {"1.0.0": {"sha256": "a"}, "1.1.0": {"sha256": "b"}}, "beta": {"1.0.0": {"sha256": "c"}}}
-    lora_flavours.save_state(str(tmp_path / "state.json"), {"ready": ready, "serving": {}})
+    flavour_prepare.save_state(str(tmp_path / "state.json"), {"ready": ready, "serving": {}})
     flavours = [{"name": "alpha", "versions": ["1.0.0", "1.1.0"], "serving_version": "1.1.0", "eval_set": "e/e.jsonl"},
                 {"name": "beta", "versions": ["1.0.0"], "serving_version": "1.0.0"}]
     in_cluster = {"alpha": {"version": "1.0.0", "previous": []}, "gone": {"version": "1.0.0", "previous": []}}
-    checked = lora_flavours.decide(None, flavours, str(tmp_path), 0.05, serving_state=in_cluster, check_mode=True)
+    checked = flavour_decide.decide(None, flavours, str(tmp_path), 0.05, serving_state=in_cluster, check_mode=True)
     assert checked["serving"] == {"alpha": "1.1.0", "beta": "1.0.0"} and checked["retired"] == ["gone"]
-    assert lora_flavours.load_state(str(tmp_path / "state.json"))["serving"] == {}  # check mode wrote nothing
+    assert flavour_prepare.load_state(str(tmp_path / "state.json"))["serving"] == {}  # check mode wrote nothing
     assert in_cluster["alpha"] == {"version": "1.0.0", "previous": []}  # the caller's state is not touched
-    done = lora_flavours.decide(None, flavours, str(tmp_path), 0.05, serving_state=in_cluster)
+    done = flavour_decide.decide(None, flavours, str(tmp_path), 0.05, serving_state=in_cluster)
     assert [(s["flavour"], s["from"], s["to"]) for s in done["switches"]] == [("alpha", "1.0.0", "1.1.0"),
                                                                              ("beta", None, "1.0.0")]
     assert done["previous"] == {"alpha": ["1.0.0"], "beta": []} and done["evaluations"] == []
-    back = lora_flavours.decide(None, flavours, str(tmp_path), 0.05, rollback=["alpha"],
+    back = flavour_decide.decide(None, flavours, str(tmp_path), 0.05, rollback=["alpha"],
                                 serving_state={"alpha": {"version": "1.1.0", "previous": ["1.0.0"]},
                                                "beta": {"version": "1.0.0", "previous": []}})
     assert back["serving"] == {"alpha": "1.0.0", "beta": "1.0.0"} and back["previous"]["alpha"] == []
-    with pytest.raises(lora_flavours.FlavourError, match="beta never served another version"):
-        lora_flavours.decide(None, flavours, str(tmp_path), 0.05, rollback=["beta"], serving_state=done_state(done))
+    with pytest.raises(flavour_decide.FlavourError, match="beta never served another version"):
+        flavour_decide.decide(None, flavours, str(tmp_path), 0.05, rollback=["beta"], serving_state=done_state(done))
 
 
 def done_state(result):
@@ -237,12 +237,12 @@ def test_results_measured_in_the_cluster_decide_and_a_changed_eval_set_is_measur
     from ansible_collections.privateai.kitchen.plugins.filter import flavours as kitchen_lora
 
     ready = {"alpha": {"1.0.0": {"sha256": "a", "base_sha256": ["m"]}, "1.1.0": {"sha256": "b", "base_sha256": ["m"]}}}
-    lora_flavours.save_state(str(tmp_path / "state.json"), {"ready": ready, "serving": {}})
+    flavour_prepare.save_state(str(tmp_path / "state.json"), {"ready": ready, "serving": {}})
     (tmp_path / ".eval" / "e").mkdir(parents=True)
     (tmp_path / ".eval" / "e" / "e.jsonl").write_text('{"prompt": "p", "expect": ["x"]}\n')
     flavours = [{"name": "alpha", "versions": ["1.0.0", "1.1.0"], "serving_version": "1.1.0", "eval_set": "e/e.jsonl"}]
     serving = {"alpha": {"version": "1.0.0", "previous": []}}
-    plan = lora_flavours.decide(None, flavours, str(tmp_path), 0.05, serving_state=serving, measured={},
+    plan = flavour_decide.decide(None, flavours, str(tmp_path), 0.05, serving_state=serving, measured={},
                                 check_mode=True)
     assert [u["candidate"] for u in plan["unevaluated"]] == ["alpha@1.0.0", "alpha@1.1.0"]
     # What the evaluation Job reports, kept under the identity the plan gave each version.
@@ -250,17 +250,17 @@ def test_results_measured_in_the_cluster_decide_and_a_changed_eval_set_is_measur
         "alpha@1.0.0": {"passed": 4, "total": 4, "pass_rate": 1.0, "failures": []},
         "alpha@1.1.0": {"passed": 2, "total": 4, "pass_rate": 0.5, "failures": [{"prompt": "p", "text": "no"}]}}})]}]}
     measured = kitchen_lora.add_evaluations({}, plan["unevaluated"], kitchen_lora.job_reports(job))
-    with pytest.raises(lora_flavours.FlavourError, match=r"-e kserve_lora_force=true\):\n- alpha 1.1.0 scores 50% "
+    with pytest.raises(flavour_decide.FlavourError, match=r"-e kserve_lora_force=true\):\n- alpha 1.1.0 scores 50% "
                                                          r"\(2/4\), 1.0.0 in service scores 100%"):
-        lora_flavours.decide(None, flavours, str(tmp_path), 0.05, serving_state=serving, measured=measured,
+        flavour_decide.decide(None, flavours, str(tmp_path), 0.05, serving_state=serving, measured=measured,
                              force_variable="kserve_lora_force")
-    forced = lora_flavours.decide(None, flavours, str(tmp_path), 0.05, serving_state=serving, measured=measured,
+    forced = flavour_decide.decide(None, flavours, str(tmp_path), 0.05, serving_state=serving, measured=measured,
                                   force=True)
     assert forced["switches"][0]["forced"] and forced["unevaluated"] == [] and forced["measured"] == measured
     assert kitchen_lora.flavour_summary(forced) == "serving alpha 1.1.0; alpha 1.0.0 -> 1.1.0 (50% passed, was 100%, forced)"
     # A new evaluation set: both versions are to be measured again, nothing is refused meanwhile.
     (tmp_path / ".eval" / "e" / "e.jsonl").write_text('{"prompt": "q", "expect": ["y"]}\n')
-    again = lora_flavours.decide(None, flavours, str(tmp_path), 0.05, serving_state=serving, measured=measured,
+    again = flavour_decide.decide(None, flavours, str(tmp_path), 0.05, serving_state=serving, measured=measured,
                                  check_mode=True)
     assert [u["candidate"] for u in again["unevaluated"]] == ["alpha@1.0.0", "alpha@1.1.0"]
     assert kitchen_lora.flavour_summary(again, check_mode=True) \

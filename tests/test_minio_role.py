@@ -1,6 +1,5 @@
 """The minio role against a real S3 server: buckets created idempotently, CA verified."""
 
-import json
 
 import pytest
 import yaml

@@ -5,7 +5,6 @@ resolved, every image by digest, and no secret in the output of the run."""
 from collections import Counter
 
 import pytest
-import yaml
 
 from conftest import ROOT, crd_dir, load_site, run_playbook, tree_digest
 

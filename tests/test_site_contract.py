@@ -6,11 +6,12 @@ import pytest
 
 from conftest import ROOT, load_site
 
+from ansible_collections.privateai.kitchen.plugins.module_utils.quantity import QuantityError, to_bytes, to_cores
+from ansible_collections.privateai.kitchen.plugins.module_utils.quantity import is_cpu as is_cpu_quantity
+from ansible_collections.privateai.kitchen.plugins.module_utils.quantity import is_size as is_storage_quantity
 from ansible_collections.privateai.kitchen.plugins.module_utils.site_contract import (
     SECRET_PLACEHOLDER,
-    is_cpu_quantity,
     is_plain_text_secret,
-    is_storage_quantity,
 )
 
 
@@ -162,6 +163,27 @@ def test_storage_quantity(value, valid):
 ])
 def test_cpu_quantity(value, valid):
     assert is_cpu_quantity(value) is valid
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("25Gi", 25 << 30), ("1.5Gi", 3 << 29), ("1Pi", 1 << 50), ("500M", 500 * 10 ** 6), ("2k", 2000), (4096, 4096),
+])
+def test_every_size_the_contract_accepts_is_read_as_the_same_bytes_later(value, expected):
+    """One grammar: preflight accepted 1.5Gi and 1Pi while the bundle step refused them."""
+    assert to_bytes(value) == expected
+    assert is_storage_quantity(value) or isinstance(value, int)
+
+
+@pytest.mark.parametrize("value", ["40", "40gi", "4 Gi", "", True, -1, None])
+def test_a_size_the_contract_refuses_is_refused_later_with_its_name(value):
+    with pytest.raises(QuantityError, match="kitchen_bundle.volume_size: .* is not a size like 25Gi"):
+        to_bytes(value, "kitchen_bundle.volume_size")
+
+
+def test_cpu_quantities_in_cores():
+    assert [to_cores(v) for v in ("2", "0.5", "500m", 3)] == [2.0, 0.5, 0.5, 3.0]
+    with pytest.raises(QuantityError, match="resources.cpu: '1.5Gi' is not a CPU quantity"):
+        to_cores("1.5Gi", "resources.cpu")
 
 
 def test_schema_documents_every_property():

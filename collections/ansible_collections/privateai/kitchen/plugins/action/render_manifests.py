@@ -11,7 +11,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import atomic_write
+from ansible_collections.privateai.kitchen.plugins.module_utils.files import atomic_write
 from ansible_collections.privateai.kitchen.plugins.module_utils.manifest_render import (
     kustomization_yaml,
     manifest_filename,

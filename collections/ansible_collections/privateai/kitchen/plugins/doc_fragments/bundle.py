@@ -2,7 +2,7 @@
 # Copyright: Private AI Kitchen contributors
 # Apache License 2.0 (see LICENSE)
 """Options every bundle module takes (bundle_build, bundle_verify, bundle_import); their
-argument spec is bundle_files.COMMON_ARGS."""
+argument spec is files.COMMON_ARGS."""
 
 
 class ModuleDocFragment:

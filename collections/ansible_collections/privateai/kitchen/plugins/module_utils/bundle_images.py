@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import tempfile
 
-from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import BundleError
+from ansible_collections.privateai.kitchen.plugins.module_utils.files import KitchenError
 
 
 class RegistryAccess:
@@ -57,17 +57,17 @@ def skopeo(*args, what):
     try:
         proc = subprocess.run(["skopeo", *args], capture_output=True, text=True, check=False)
     except FileNotFoundError:
-        raise BundleError("skopeo is not installed: it moves the images (Debian/RHEL package skopeo)") from None
+        raise KitchenError("skopeo is not installed: it moves the images (Debian/RHEL package skopeo)") from None
     if proc.returncode:
         message = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "exit %d" % proc.returncode
-        raise BundleError("%s: %s" % (what, message))
+        raise KitchenError("%s: %s" % (what, message))
     return proc.stdout
 
 
 def skopeo_version():
     try:
         return skopeo("--version", what="skopeo --version").split()[-1]
-    except BundleError:
+    except KitchenError:
         return "not installed"
 
 
@@ -109,7 +109,7 @@ def layout_digest(layout):
     with open(os.path.join(layout, "index.json"), encoding="utf-8") as handle:
         manifests = json.load(handle)["manifests"]
     if len(manifests) != 1:
-        raise BundleError("%s: an image layout of the bundle holds exactly one image, found %d"
+        raise KitchenError("%s: an image layout of the bundle holds exactly one image, found %d"
                           % (layout, len(manifests)))
     return manifests[0]["digest"]
 
@@ -127,7 +127,7 @@ def registry_has(target, digest, access):
     """True when the registry serves `target` (host/repo) by this digest."""
     try:
         found, _ = raw_digest("docker://%s@%s" % (target, digest), access)
-    except BundleError as exc:
+    except KitchenError as exc:
         text = str(exc).lower()
         if "manifest unknown" in text or "not found" in text or "name unknown" in text:
             return False
@@ -148,4 +148,4 @@ def push_layout(layout, tag, target, digest, access):
     finally:
         os.unlink(digestfile)
     if pushed != digest:
-        raise BundleError("%s: the registry stored digest %s, the bundle has %s" % (target, pushed, digest))
+        raise KitchenError("%s: the registry stored digest %s, the bundle has %s" % (target, pushed, digest))

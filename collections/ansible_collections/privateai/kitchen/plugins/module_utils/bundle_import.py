@@ -22,28 +22,26 @@ import yaml
 
 from ansible_collections.privateai.kitchen.plugins.module_utils import bundle_images as images
 from ansible_collections.privateai.kitchen.plugins.module_utils import bundle_s3 as s3
-from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_build import (
+from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_manifest import (
+    KINDS,
+    canonical_json,
+    find_volumes,
     item_digest,
     item_label,
     item_prefix,
+    iter_files,
+    load_manifest,
     sums_text,
 )
-from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import (
-    BundleError,
+from ansible_collections.privateai.kitchen.plugins.module_utils.content_checks import certificate_facts
+from ansible_collections.privateai.kitchen.plugins.module_utils.files import (
+    KitchenError,
     Progress,
     ProgressFile,
-    certificate_facts,
+    atomic_write,
     copy_verified,
     sha256_file,
     verify_files,
-)
-from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_manifest import (
-    KINDS,
-    atomic_write,
-    canonical_json,
-    find_volumes,
-    iter_files,
-    load_manifest,
 )
 
 AUDIT = "audit"
@@ -60,11 +58,11 @@ def open_volumes(paths):
     for path in paths:
         volumes = find_volumes(path)
         if not volumes:
-            raise BundleError("%s: no bundle volume here (a volume folder holds a VOLUME file)" % path)
+            raise KitchenError("%s: no bundle volume here (a volume folder holds a VOLUME file)" % path)
         for name, folder in volumes.items():
             this, this_digest = load_manifest(folder)
             if digest and this_digest != digest:
-                raise BundleError("%s belongs to bundle %s, not to %s: import one bundle at a time"
+                raise KitchenError("%s belongs to bundle %s, not to %s: import one bundle at a time"
                                   % (folder, this["bundle_id"], manifest["bundle_id"]))
             manifest, digest = this, this_digest
             folders[name] = folder
@@ -89,11 +87,11 @@ def verify(paths, workers=None, progress=None, kinds=KINDS):
             if entry["volume"] in folders:
                 try:
                     certificate_facts(item["name"], os.path.join(folders[entry["volume"]], entry["path"]))
-                except BundleError as exc:
+                except KitchenError as exc:
                     problems.append(str(exc))
     missing = sorted(v["name"] for v in manifest["volumes"] if v["name"] not in folders)
     if problems:
-        raise BundleError("bundle %s: %d problem(s); nothing was imported:\n  %s"
+        raise KitchenError("bundle %s: %d problem(s); nothing was imported:\n  %s"
                           % (manifest["bundle_id"], len(problems), "\n  ".join(problems)))
     return {"bundle_id": manifest["bundle_id"], "manifest_sha256": digest, "volumes": sorted(folders),
             "volumes_not_here": missing, "files": len(entries), "bytes": sum(e["size"] for e in entries),
@@ -153,13 +151,13 @@ def import_bundle(paths, spec, workers=None, progress=None, check_mode=False, si
             states = [s3.object_state(client, b, k, e["sha256"], e["size"]) if buckets[b] else "absent"
                       for b, k, e, _, _, _ in objects]
         except (BotoCoreError, ClientError) as exc:
-            raise BundleError("S3 at %s cannot be used: %s" % (storage["endpoint"], exc)) from None
+            raise KitchenError("S3 at %s cannot be used: %s" % (storage["endpoint"], exc)) from None
         conflicts = ["s3://%s/%s: %s is published with other content; a published adapter version is never "
                      "overwritten: give the new content a new version" % (b, k, item_label(kind, item))
                      for (b, k, _, _, kind, item), state in zip(objects, states)
                      if state == "different" and kind == "adapters"]
         if conflicts:
-            raise BundleError("bundle %s: %d conflict(s); nothing was imported:\n  %s"
+            raise KitchenError("bundle %s: %d conflict(s); nothing was imported:\n  %s"
                               % (manifest["bundle_id"], len(conflicts), "\n  ".join(conflicts)))
         model_copies = _model_placements(manifest, folders, target)
 
@@ -205,7 +203,7 @@ def import_bundle(paths, spec, workers=None, progress=None, check_mode=False, si
         result["receipt"] = _write_receipt(manifest, summary, result, folders, client, target, started, signature)
         result["mirror_config"] = _write_mirror_config(manifest, target, spec.get("mirror_config"))
     except (BotoCoreError, ClientError) as exc:
-        raise BundleError("S3 at %s failed: %s" % (storage["endpoint"], exc)) from None
+        raise KitchenError("S3 at %s failed: %s" % (storage["endpoint"], exc)) from None
     finally:
         access.close()
     return result

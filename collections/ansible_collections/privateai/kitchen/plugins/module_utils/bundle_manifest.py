@@ -26,10 +26,7 @@ import json
 import os
 import re
 
-from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import (  # noqa: F401 (re-exported)
-    BundleError,
-    atomic_write,
-)
+from ansible_collections.privateai.kitchen.plugins.module_utils.files import KitchenError, atomic_write
 
 FORMAT = "private-ai-kitchen-bundle"
 VERSION = 1
@@ -153,7 +150,7 @@ def validate(manifest, origin="manifest"):
     if errors:
         lines = ["%s: %s: %s" % (origin, "/".join(str(p) for p in e.absolute_path) or "(top)", e.message)
                  for e in errors[:20]]
-        raise BundleError("the bundle manifest is not valid (format %s v%d):\n  " % (FORMAT, VERSION)
+        raise KitchenError("the bundle manifest is not valid (format %s v%d):\n  " % (FORMAT, VERSION)
                           + "\n  ".join(lines))
 
 
@@ -164,7 +161,7 @@ def assign_volumes(units, volume_size):
     names, current, used = [], 1, 0
     for unit in units:
         if unit["size"] > volume_size:
-            raise BundleError("%s is %d bytes, larger than kitchen_bundle.volume_size (%d bytes): "
+            raise KitchenError("%s is %d bytes, larger than kitchen_bundle.volume_size (%d bytes): "
                               "volumes split at file boundaries, so raise the volume size"
                               % (unit["label"], unit["size"], volume_size))
         if used and used + unit["size"] > volume_size:
@@ -207,20 +204,20 @@ def load_manifest(folder):
         with open(path, "rb") as handle:
             data = handle.read()
     except FileNotFoundError:
-        raise BundleError("%s: no %s here: not a bundle or volume folder" % (folder, MANIFEST)) from None
+        raise KitchenError("%s: no %s here: not a bundle or volume folder" % (folder, MANIFEST)) from None
     try:
         with open(os.path.join(folder, CHECKSUM), encoding="utf-8") as handle:
             expected = handle.read().split()[0]
     except (FileNotFoundError, IndexError):
-        raise BundleError("%s: %s is missing or empty: the manifest cannot be checked" % (folder, CHECKSUM)) from None
+        raise KitchenError("%s: %s is missing or empty: the manifest cannot be checked" % (folder, CHECKSUM)) from None
     found = sha256_bytes(data)
     if found != expected:
-        raise BundleError("%s: sha256 %s does not match %s (%s): the manifest was changed or damaged"
+        raise KitchenError("%s: sha256 %s does not match %s (%s): the manifest was changed or damaged"
                           % (path, found, CHECKSUM, expected))
     try:
         manifest = json.loads(data)
     except ValueError as exc:
-        raise BundleError("%s is not JSON: %s" % (path, exc)) from None
+        raise KitchenError("%s is not JSON: %s" % (path, exc)) from None
     validate(manifest, path)
     return manifest, found
 
@@ -238,3 +235,41 @@ def find_volumes(path):
             with open(os.path.join(folder, VOLUME_MARKER), encoding="utf-8") as handle:
                 found[handle.read().strip()] = folder
     return found
+
+
+# --- items: their identity, the same on both sides of the gap --------------------------
+
+def sums_text(files):
+    """SHA256SUMS (coreutils format) of files given as {relative name: sha256}."""
+    return "".join("%s  %s\n" % (files[name], name) for name in sorted(files))
+
+
+def item_digest(kind, item):
+    """Content identity of an item, the same on both sides of the gap."""
+    if kind == "images":
+        return item["digest"]
+    prefix = item_prefix(kind, item)
+    return "sha256:" + sha256_bytes(sums_text(
+        {os.path.relpath(f["path"], prefix): f["sha256"] for f in item["files"]}).encode())
+
+
+def item_prefix(kind, item):
+    if kind == "images":
+        return item["layout"]
+    if kind == "models":
+        return "models/%s" % item["name"]
+    if kind == "adapters":
+        return "adapters/%s/%s" % (item["name"], item["version"])
+    if kind == "ca_certificates":
+        return "ca"
+    return "eval/%s" % item["name"]
+
+
+def item_key(kind, item):
+    return (kind, item["name"], item.get("version", ""))
+
+
+def item_label(kind, item):
+    label = {"images": "image", "models": "model", "adapters": "adapter", "ca_certificates": "CA",
+             "eval_sets": "eval set"}[kind]
+    return "%s %s%s" % (label, item["name"], (" " + item["version"]) if item.get("version") else "")

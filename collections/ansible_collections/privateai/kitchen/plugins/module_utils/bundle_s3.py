@@ -18,7 +18,7 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import BundleError, atomic_write
+from ansible_collections.privateai.kitchen.plugins.module_utils.files import KitchenError, atomic_write
 
 MiB = 1024 * 1024
 # boto3 TransferConfig defaults: parts of 8 MiB from 8 MiB up, 10 threads.
@@ -69,7 +69,7 @@ def _read_range(path, offset, length):
 
 
 def _endpoint_error(client, exc):
-    return BundleError("S3 at %s failed: %s. Parts already stored are kept: run the import again to resume"
+    return KitchenError("S3 at %s failed: %s. Parts already stored are kept: run the import again to resume"
                        % (client.meta.endpoint_url, exc))
 
 
@@ -194,7 +194,7 @@ class Uploader:
                                                    for n, e in sorted(upload.parts.items())]})
                 state = object_state(client, upload.bucket, upload.key, upload.sha256, upload.size)
                 if state != "present":
-                    raise BundleError("s3://%s/%s: after the upload the server holds other content than %s "
+                    raise KitchenError("s3://%s/%s: after the upload the server holds other content than %s "
                                       "(sha256 %s expected)" % (upload.bucket, upload.key, upload.path, upload.sha256))
                 results[upload.key] = "resumed" if upload.kept_bytes else "uploaded"
         except (BotoCoreError, ClientError) as exc:
@@ -264,12 +264,12 @@ def mirror_prefix(client, bucket, prefix, folder, concurrency=4):
                     continue  # folder markers
                 parts = relative.split("/")
                 if ".." in parts or any(p.startswith(".") for p in parts):
-                    raise BundleError("%s: object key %r is not a plain relative path; refused" % (source, item["Key"]))
+                    raise KitchenError("%s: object key %r is not a plain relative path; refused" % (source, item["Key"]))
                 objects[relative] = {"etag": _etag(item["ETag"]), "size": item["Size"]}
     except (BotoCoreError, ClientError) as exc:
-        raise BundleError("%s: cannot list the source at %s: %s" % (source, client.meta.endpoint_url, exc)) from None
+        raise KitchenError("%s: cannot list the source at %s: %s" % (source, client.meta.endpoint_url, exc)) from None
     if not objects:
-        raise BundleError("%s: no objects there" % source)
+        raise KitchenError("%s: no objects there" % source)
 
     def fresh(relative):
         path = os.path.join(folder, relative)
@@ -285,7 +285,7 @@ def mirror_prefix(client, bucket, prefix, folder, concurrency=4):
         client.download_file(bucket, "%s/%s" % (prefix, relative) if prefix else relative, partial)
         if os.path.getsize(partial) != objects[relative]["size"]:
             os.unlink(partial)
-            raise BundleError("%s/%s: downloaded %d bytes, the listing said %d"
+            raise KitchenError("%s/%s: downloaded %d bytes, the listing said %d"
                               % (source.rstrip("/"), relative, os.path.getsize(partial), objects[relative]["size"]))
         os.replace(partial, path)
 
@@ -293,7 +293,7 @@ def mirror_prefix(client, bucket, prefix, folder, concurrency=4):
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             list(pool.map(fetch, wanted))
     except (BotoCoreError, ClientError) as exc:
-        raise BundleError("%s: download from %s failed: %s; run the build again to go on"
+        raise KitchenError("%s: download from %s failed: %s; run the build again to go on"
                           % (source, client.meta.endpoint_url, exc)) from None
     for root, dirs, files in os.walk(folder):
         dirs[:] = [d for d in dirs if not d.startswith(".")]

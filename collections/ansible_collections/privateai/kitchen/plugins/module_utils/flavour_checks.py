@@ -2,7 +2,7 @@
 # Copyright: Private AI Kitchen contributors
 # Apache License 2.0 (see LICENSE)
 """Evaluation sets and their scoring, and the JSON calls to a model server: the standard
-library only, because the same file runs on the controller (lora_flavours) and, shipped in a
+library only, because the same file runs on the controller (flavour_decide) and, shipped in a
 ConfigMap beside the flavour scripts, in the cluster's flavour and evaluation Jobs."""
 
 import json

@@ -18,7 +18,7 @@ import os
 import re
 import struct
 
-from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import sha256_file as _sha256_and_size
+from ansible_collections.privateai.kitchen.plugins.module_utils.files import sha256_file as _sha256_and_size
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

@@ -12,17 +12,12 @@ value (never a secret) and what was expected, e.g.::
 
 from __future__ import annotations
 
-import difflib
-import re
-from dataclasses import dataclass
+from ansible_collections.privateai.kitchen.plugins.module_utils import quantity, site_rules
+from ansible_collections.privateai.kitchen.plugins.module_utils.site_rules import Violation, did_you_mean
 
 SITE_PREFIX = "kitchen_"
 SECRET_PLACEHOLDER = "<secret>"
 
-# Kubernetes quantities. Storage and memory need a unit: a bare '40' is 40 bytes, which is
-# never what a site means by a model volume.
-_STORAGE_QUANTITY = re.compile(r"^(\d+(\.\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)$")
-_CPU_QUANTITY = re.compile(r"^(\d+(\.\d{1,3})?|\d+m)$")
 
 _TYPE_NAMES = {
     "string": "a string",
@@ -33,27 +28,6 @@ _TYPE_NAMES = {
     "array": "a list",
     "null": "null",
 }
-
-
-@dataclass(frozen=True, order=True)
-class Violation:
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return "%s: %s" % (self.path, self.message)
-
-
-def is_storage_quantity(value) -> bool:
-    return isinstance(value, str) and bool(_STORAGE_QUANTITY.match(value))
-
-
-def is_cpu_quantity(value) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return value > 0
-    return isinstance(value, str) and bool(_CPU_QUANTITY.match(value))
 
 
 def load_schema(path: str) -> dict:
@@ -105,11 +79,6 @@ def show_value(value, secret: bool = False) -> str:
     return repr(value)
 
 
-def _did_you_mean(word, candidates) -> str:
-    matches = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
-    return " (did you mean '%s'?)" % matches[0] if matches else ""
-
-
 class SiteValidator:
     """Validates a site description (a dict of kitchen_* variables) against the schema."""
 
@@ -118,8 +87,8 @@ class SiteValidator:
 
         self.schema = schema
         checker = jsonschema.FormatChecker()
-        checker.checks("storage-quantity")(is_storage_quantity)
-        checker.checks("cpu-quantity")(is_cpu_quantity)
+        checker.checks("storage-quantity")(quantity.is_size)
+        checker.checks("cpu-quantity")(quantity.is_cpu)
         validator_class = jsonschema.validators.validator_for(schema)
         validator_class.check_schema(schema)
         self._validator = validator_class(schema, format_checker=checker)
@@ -132,11 +101,11 @@ class SiteValidator:
         known = set(self.schema.get("properties", {}))
         for name in site:
             if name not in known:
-                found.add(Violation(name, "unknown site variable" + _did_you_mean(name, known)))
+                found.add(Violation(name, "unknown site variable" + did_you_mean(name, known)))
         schema_site = {k: v for k, v in site.items() if k in known}
         for error in self._validator.iter_errors(schema_site):
             found.update(self._explain(error))
-        found.update(self._semantic_violations(schema_site))
+        found.update(site_rules.violations(schema_site))
         if raw_site is not None:
             found.update(self._plain_text_secrets(schema_site, raw_site))
         return sorted(found)
@@ -153,7 +122,7 @@ class SiteValidator:
         if keyword == "additionalProperties" and isinstance(value, dict):
             allowed = set(schema.get("properties", {}))
             return [
-                Violation(format_path(parts + [key]), "unknown key" + _did_you_mean(key, allowed))
+                Violation(format_path(parts + [key]), "unknown key" + did_you_mean(key, allowed))
                 for key in value
                 if key not in allowed
             ] if allowed else [Violation(path, error.message)]
@@ -183,7 +152,7 @@ class SiteValidator:
             return [Violation(path, "%s is not one of: %s%s" % (
                 show_value(value, secret),
                 ", ".join(str(o) for o in options),
-                _did_you_mean(value, options) if isinstance(value, str) else "",
+                did_you_mean(value, options) if isinstance(value, str) else "",
             ))]
         if keyword == "minItems":
             return [Violation(path, "needs at least %d item(s)" % error.validator_value)]
@@ -209,142 +178,6 @@ class SiteValidator:
         condition = self.schema["allOf"][schema_path[1]].get("if", {}).get("properties", {})
         terms = ["%s is %s" % (k, v["const"]) for k, v in condition.items() if "const" in v]
         return " (needed when %s)" % " and ".join(terms) if terms else ""
-
-    # -- rules JSON Schema cannot express --------------------------------------------------
-    def _semantic_violations(self, site: dict) -> list[Violation]:
-        out: list[Violation] = []
-
-        def names_of(var):
-            items = site.get(var)
-            if not isinstance(items, list):
-                return None  # reported by the schema; no cascade of reference errors
-            seen = {}
-            for index, item in enumerate(items):
-                name = item.get("name") if isinstance(item, dict) else None
-                if not isinstance(name, str):
-                    continue
-                if name in seen:
-                    out.append(Violation(
-                        "%s[%d].name" % (var, index),
-                        "%r is a duplicate of %s[%d].name" % (name, var, seen[name]),
-                    ))
-                else:
-                    seen[name] = index
-            return seen
-
-        models = names_of("kitchen_models")
-        names_of("kitchen_adapters")  # duplicates only
-        tenants = names_of("kitchen_tenants")
-
-        def must_reference(path, value, known, what):
-            if known is not None and isinstance(value, str) and value not in known:
-                out.append(Violation(path, "%r is not %s%s" % (
-                    value, what, _did_you_mean(value, known) or " (known: %s)" % (", ".join(sorted(known)) or "none"))))
-
-        for index, model in enumerate(site.get("kitchen_models") or []):
-            if isinstance(model, dict):
-                must_reference("kitchen_models[%d].tenant" % index, model.get("tenant"), tenants,
-                               "a tenant in kitchen_tenants")
-        for index, adapter in enumerate(site.get("kitchen_adapters") or []):
-            if not isinstance(adapter, dict):
-                continue
-            must_reference("kitchen_adapters[%d].base_model" % index, adapter.get("base_model"), models,
-                           "a model in kitchen_models")
-            versions = adapter.get("versions")
-            serving = adapter.get("serving_version")
-            if isinstance(versions, list) and isinstance(serving, str) and serving not in versions:
-                out.append(Violation("kitchen_adapters[%d].serving_version" % index,
-                                     "%r is not one of its versions: %s" % (serving, ", ".join(map(str, versions)))))
-            for t_index, tenant in enumerate(adapter.get("tenants") or []):
-                must_reference("kitchen_adapters[%d].tenants[%d]" % (index, t_index), tenant, tenants,
-                               "a tenant in kitchen_tenants")
-
-        out.extend(self._bundle_references(site, models, must_reference))
-        out.extend(self._openshift_needs(site))
-
-        storage = site.get("kitchen_storage")
-        if isinstance(storage, dict) and storage.get("type") == "external" and not storage.get("endpoint"):
-            out.append(Violation("kitchen_storage.endpoint", "required key is missing (kitchen_storage.type is external)"))
-        registry = site.get("kitchen_registry")
-        if site.get("kitchen_platform") == "openshift" and isinstance(registry, dict) and registry.get("insecure") is True:
-            out.append(Violation("kitchen_registry.insecure",
-                                 "True is refused on openshift: serve the registry over TLS and trust kitchen_ca"))
-        return out
-
-    @staticmethod
-    def _bundle_references(site: dict, models, must_reference) -> list[Violation]:
-        """What the bundle carries must be something the site serves: a model of
-        kitchen_models, a version of a kitchen_adapters flavour."""
-        out: list[Violation] = []
-        bundle = site.get("kitchen_bundle")
-        if not isinstance(bundle, dict):
-            return out
-        for index, model in enumerate(bundle.get("models") or []):
-            if isinstance(model, dict):
-                must_reference("kitchen_bundle.models[%d].name" % index, model.get("name"), models,
-                               "a model in kitchen_models")
-        flavours = {a.get("name"): a for a in site.get("kitchen_adapters") or [] if isinstance(a, dict)}
-        for index, adapter in enumerate(bundle.get("adapters") or []):
-            if not isinstance(adapter, dict):
-                continue
-            name, version = adapter.get("name"), adapter.get("version")
-            must_reference("kitchen_bundle.adapters[%d].name" % index, name, set(flavours),
-                           "a flavour in kitchen_adapters")
-            versions = (flavours.get(name) or {}).get("versions")
-            if isinstance(versions, list) and isinstance(version, str) and version not in versions:
-                out.append(Violation("kitchen_bundle.adapters[%d].version" % index, "%r is not one of %s's versions: %s"
-                                     % (version, name, ", ".join(map(str, versions)))))
-        return out
-
-    # What the OpenShift roles need beyond the schema's required keys.
-    _OPENSHIFT_IMAGES = {
-        "vllm": "phase 2 serves the base model with it",
-        "model_loader": "phase 2 fills the model PVC from S3 with it",
-        "smoke_test": "phase 2 tastes the model from inside the cluster with it",
-    }
-
-    @staticmethod
-    def _openshift_needs(site: dict) -> list[Violation]:
-        if site.get("kitchen_platform") != "openshift":
-            return []
-        out = []
-        images = site.get("kitchen_images")
-        storage = site.get("kitchen_storage") if isinstance(site.get("kitchen_storage"), dict) else {}
-        needed_images = dict(SiteValidator._OPENSHIFT_IMAGES)
-        if storage.get("type") == "minio":
-            needed_images["minio"] = "kitchen_storage.type minio deploys it"
-        if not isinstance(images, dict):
-            if images is None:
-                out.append(Violation("kitchen_images", "required site variable is missing (needed when kitchen_platform is openshift)"))
-        else:
-            for key, why in sorted(needed_images.items()):
-                if key not in images:
-                    out.append(Violation("kitchen_images.%s" % key, "required key is missing (%s)" % why))
-        if storage:
-            # Every tenant gets a data connection with these keys; a deployed MinIO serves TLS.
-            keys = ("access_key", "secret_key") + (("tls_secret",) if storage.get("type") == "minio" else ())
-            for key in keys:
-                if key not in storage:
-                    out.append(Violation("kitchen_storage.%s" % key, "required key is missing (%s)" % (
-                        "kitchen_storage.type minio on openshift" if key == "tls_secret"
-                        else "the data connections of OpenShift AI need it")))
-        registry = site.get("kitchen_registry") if isinstance(site.get("kitchen_registry"), dict) else {}
-        catalogs = {c.get("name") for c in registry.get("catalogs") or [] if isinstance(c, dict)}
-        operators = site.get("kitchen_operators")
-        operators = operators if isinstance(operators, dict) else {}
-        needed = ["openshift_ai"]
-        gpu = site.get("kitchen_gpu")
-        if not isinstance(gpu, dict) or gpu.get("enabled", True) is not False:
-            needed += ["nfd", "gpu"]
-        for key in needed:
-            if key not in operators:
-                out.append(Violation("kitchen_operators.%s" % key, "required key is missing (needed when kitchen_platform is openshift)"))
-        for key, operator in sorted(operators.items()):
-            catalog = operator.get("catalog") if isinstance(operator, dict) else None
-            if isinstance(catalog, str) and catalog not in catalogs:
-                out.append(Violation("kitchen_operators.%s.catalog" % key, "%r is not a catalog in kitchen_registry.catalogs%s" % (
-                    catalog, _did_you_mean(catalog, catalogs) or " (known: %s)" % (", ".join(sorted(catalogs)) or "none"))))
-        return out
 
     # -- secrets ----------------------------------------------------------------------------
     def secret_paths(self, data, schema=None, parts=()):

@@ -108,23 +108,11 @@ bundle_id: {description: Id of the bundle written (not in check mode)., type: st
 volumes: {description: Volumes with their file count and bytes., type: list, elements: dict, returned: success}
 """
 
-import re
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_build import build, plan
-from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import COMMON_ARGS, BundleError, ProgressFile
-
-_UNITS = {"": 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "k": 10 ** 3, "M": 10 ** 6,
-          "G": 10 ** 9, "T": 10 ** 12}
-
-
-def to_bytes(value):
-    match = re.match(r"^\s*(\d+)\s*(Ki|Mi|Gi|Ti|k|M|G|T|)\s*$", str(value))
-    if not match:
-        raise BundleError("kitchen_bundle.volume_size: %r is not a size like 4Gi or a number of bytes" % (value,))
-    return int(match.group(1)) * _UNITS[match.group(2)]
-
+from ansible_collections.privateai.kitchen.plugins.module_utils.quantity import QuantityError, to_bytes
+from ansible_collections.privateai.kitchen.plugins.module_utils.files import COMMON_ARGS, KitchenError, ProgressFile
 
 def main():
     module = AnsibleModule(
@@ -145,7 +133,7 @@ def main():
         supports_check_mode=True)
     spec = dict(module.params)
     try:
-        spec["volume_size"] = to_bytes(spec["volume_size"])
+        spec["volume_size"] = to_bytes(spec["volume_size"], "kitchen_bundle.volume_size")
         progress = ProgressFile(spec.pop("progress_file"))
         the_plan = plan(spec, write_cache=not module.check_mode, progress=progress)
         actions = the_plan["actions"]
@@ -153,7 +141,7 @@ def main():
             module.exit_json(changed=any(a["action"] == "add" for a in actions), plan=actions,
                              downloaded=the_plan["downloaded"])
         changed, manifest = build(spec, the_plan, progress)
-    except BundleError as exc:
+    except (KitchenError, QuantityError) as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=changed, plan=actions, downloaded=the_plan["downloaded"], bundle_id=manifest["bundle_id"],
                      volumes=manifest["volumes"])

@@ -85,7 +85,7 @@ receipt: {description: Paths of the receipt in the bundle and in S3; null when n
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import COMMON_ARGS, BundleError, ProgressFile
+from ansible_collections.privateai.kitchen.plugins.module_utils.files import COMMON_ARGS, KitchenError, ProgressFile
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_import import import_bundle, import_images
 
 
@@ -117,7 +117,7 @@ def main():
         else:
             result = import_bundle(params["paths"], params, workers=params["workers"], check_mode=module.check_mode,
                                    signature=params["signature"], progress=progress)
-    except BundleError as exc:
+    except KitchenError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(**result)
 

@@ -35,7 +35,7 @@ verified: {description: Bundle id, manifest sha256, volumes here and missing, fi
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import COMMON_ARGS, BundleError, ProgressFile
+from ansible_collections.privateai.kitchen.plugins.module_utils.files import COMMON_ARGS, KitchenError, ProgressFile
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_import import verify
 
 
@@ -46,7 +46,7 @@ def main():
     try:
         summary, _, _ = verify(module.params["paths"], module.params["workers"],
                                ProgressFile(module.params["progress_file"]))
-    except BundleError as exc:
+    except KitchenError as exc:
         module.fail_json(msg=str(exc))
     module.exit_json(changed=False, verified=summary)
 

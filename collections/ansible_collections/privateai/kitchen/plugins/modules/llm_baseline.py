@@ -53,7 +53,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import atomic_write
+from ansible_collections.privateai.kitchen.plugins.module_utils.files import atomic_write
 from ansible_collections.privateai.kitchen.plugins.module_utils.llm_baseline import (
     FORMAT_VERSION, BaselineError, baseline_document, measure, summary_text)
 

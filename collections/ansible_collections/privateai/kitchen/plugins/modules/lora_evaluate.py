@@ -72,7 +72,7 @@ proofs: {description: "Per flavour: repeatable, differs_from_base, text, base_te
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.privateai.kitchen.plugins.module_utils.lora_flavours import FlavourError, decide, prove
+from ansible_collections.privateai.kitchen.plugins.module_utils.flavour_decide import FlavourError, decide, prove
 
 
 def main():

@@ -58,8 +58,8 @@ timings: {description: Seconds spent fetching (and hashing) and converting - the
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_files import BundleError
-from ansible_collections.privateai.kitchen.plugins.module_utils.lora_flavours import FlavourError, prepare
+from ansible_collections.privateai.kitchen.plugins.module_utils.files import KitchenError
+from ansible_collections.privateai.kitchen.plugins.module_utils.flavour_prepare import FlavourError, prepare
 
 
 def main():
@@ -85,7 +85,7 @@ def main():
     try:
         result = prepare(p["flavours"], p["models"], p["bundle_dir"], p["model_dir"], p["dest"], p["max_rank"],
                          p["server_format"], client=client, buckets=p["buckets"], check_mode=module.check_mode)
-    except (FlavourError, BundleError) as exc:
+    except (FlavourError, KitchenError) as exc:
         module.fail_json(msg="Phase 3: %s" % exc)
     module.exit_json(**result)
 

@@ -1,8 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: Private AI Kitchen contributors
 # Apache License 2.0 (see LICENSE)
-"""Files of an air-gap bundle: hashing at disk speed, and the content checks that catch a
-broken model, adapter or certificate before it is carried across the gap.
+"""The collection's file work: sha256 at disk speed, atomic writes, verified copies, and the
+progress long runs report; the error type every module of the collection raises.
 
 Hashing: hashlib releases the GIL while it digests a large buffer, so threads hash several
 files at once on several cores with no process start-up or pickling; one file is read in
@@ -12,12 +12,9 @@ sequential), so the gain comes from bundles of many files (model shards, image l
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import os
-import re
-import struct
 import tempfile
 import threading
 import time
@@ -29,7 +26,7 @@ BLOCK = 4 * 1024 * 1024
 COMMON_ARGS = dict(workers=dict(type="int"), progress_file=dict(type="path"))
 
 
-class BundleError(Exception):
+class KitchenError(Exception):
     """A problem the user must fix; the message names the item, the field and the value."""
 
 
@@ -84,7 +81,7 @@ def copy_verified(source, target, expected):
     found, _ = sha256_file(temporary)
     if found != expected:
         os.unlink(temporary)
-        raise BundleError("%s: sha256 %s after copying to %s, expected %s: the source changed or the disk "
+        raise KitchenError("%s: sha256 %s after copying to %s, expected %s: the source changed or the disk "
                           "is damaged; nothing was placed" % (source, found, target, expected))
     os.replace(temporary, target)
 
@@ -198,132 +195,3 @@ def hash_files(paths, workers=None, report=None):
 
     with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
         return dict(pool.map(one, sorted(paths, key=lambda p: -os.path.getsize(p))))
-
-
-# --- content checks (connected side, before anything is bundled) -------------------------
-
-def check_safetensors(path):
-    """A safetensors file's header must describe exactly the bytes that follow it."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as handle:
-        head = handle.read(8)
-        if len(head) < 8:
-            raise BundleError("%s: not a safetensors file (%d bytes)" % (path, size))
-        (header_len,) = struct.unpack("<Q", head)
-        if header_len > min(size - 8, 100 * 1024 * 1024):
-            raise BundleError("%s: safetensors header length %d does not fit the file (%d bytes)"
-                              % (path, header_len, size))
-        try:
-            header = json.loads(handle.read(header_len))
-        except ValueError as exc:
-            raise BundleError("%s: safetensors header is not JSON: %s" % (path, exc)) from None
-    end = 0
-    for name, tensor in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            start, stop = tensor["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise BundleError("%s: tensor %r has no data_offsets" % (path, name)) from None
-        end = max(end, stop)
-    expected = 8 + header_len + end
-    if expected != size:
-        raise BundleError("%s: safetensors header describes %d bytes but the file has %d (%s)"
-                          % (path, expected, size, "truncated" if size < expected else "trailing data"))
-    return {name: tensor for name, tensor in header.items() if name != "__metadata__"}
-
-
-def check_gguf(path):
-    with open(path, "rb") as handle:
-        magic = handle.read(4)
-    if magic != b"GGUF":
-        raise BundleError("%s: not a GGUF file (magic %r)" % (path, magic))
-
-
-def check_model_dir(name, directory, files):
-    """Content checks of a base model's files (relative names); returns tensor names found."""
-    tensors = set()
-    for rel in files:
-        path = os.path.join(directory, rel)
-        if rel.endswith(".safetensors"):
-            tensors.update(check_safetensors(path))
-        elif rel.endswith(".gguf"):
-            check_gguf(path)
-    for rel in files:
-        if not rel.endswith(".safetensors.index.json"):
-            continue
-        with open(os.path.join(directory, rel), encoding="utf-8") as handle:
-            weight_map = json.load(handle).get("weight_map") or {}
-        missing = sorted(set(weight_map.values()) - set(files))
-        if missing:
-            raise BundleError("model %s: %s names shards that are not there: %s"
-                              % (name, rel, ", ".join(missing)))
-    shards = sorted(f for f in files if re.search(r"-\d{5}-of-\d{5}\.safetensors$", f))
-    if shards and not any(f.endswith(".safetensors.index.json") for f in files):
-        raise BundleError("model %s: sharded weights (%s) but no model.safetensors.index.json: servers cannot "
-                          "load them" % (name, ", ".join(shards)))
-    if not any(f.endswith((".safetensors", ".gguf", ".bin")) for f in files):
-        raise BundleError("model %s: no weights (*.safetensors, *.gguf) in %s" % (name, directory))
-    return tensors
-
-
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-
-
-def read_adapter(label, directory):
-    """The PEFT facts of a LoRA adapter folder: rank, alpha, target modules, base model."""
-    for required in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
-        if not os.path.isfile(os.path.join(directory, required)):
-            raise BundleError("adapter %s: %s is missing in %s" % (label, required, directory))
-    try:
-        with open(os.path.join(directory, ADAPTER_CONFIG), encoding="utf-8") as handle:
-            config = json.load(handle)
-    except ValueError as exc:
-        raise BundleError("adapter %s: %s is not JSON: %s" % (label, ADAPTER_CONFIG, exc)) from None
-    if config.get("peft_type", "LORA") != "LORA":
-        raise BundleError("adapter %s: peft_type is %r, expected 'LORA'" % (label, config.get("peft_type")))
-    rank = config.get("r")
-    if not isinstance(rank, int) or rank < 1:
-        raise BundleError("adapter %s: %s r is %r, expected a positive integer" % (label, ADAPTER_CONFIG, rank))
-    targets = config.get("target_modules")
-    if isinstance(targets, str):
-        targets = [targets]
-    if not targets:
-        raise BundleError("adapter %s: %s has no target_modules" % (label, ADAPTER_CONFIG))
-    check_safetensors(os.path.join(directory, ADAPTER_WEIGHTS))
-    return {
-        "rank": rank,
-        "alpha": config.get("lora_alpha"),
-        "target_modules": sorted(targets),
-        "base_model_name_or_path": config.get("base_model_name_or_path"),
-        "use_dora": bool(config.get("use_dora")),
-        "modules_to_save": config.get("modules_to_save"),
-    }
-
-
-def certificate_facts(label, path, now=None):
-    """Subject, SHA-256 fingerprint and validity of every certificate in a PEM file."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-
-    with open(path, "rb") as handle:
-        data = handle.read()
-    try:
-        certificates = x509.load_pem_x509_certificates(data)
-    except ValueError as exc:
-        raise BundleError("CA %s: %s holds no PEM certificate: %s" % (label, path, exc)) from None
-    now = now or datetime.datetime.now(datetime.timezone.utc)
-    facts = []
-    for cert in certificates:
-        not_after = cert.not_valid_after_utc
-        facts.append({
-            "subject": cert.subject.rfc4514_string(),
-            "fingerprint_sha256": cert.fingerprint(hashes.SHA256()).hex(":").upper(),
-            "not_before": cert.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "not_after": not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        })
-        if not_after < now:
-            raise BundleError("CA %s: certificate %s in %s expired on %s"
-                              % (label, cert.subject.rfc4514_string(), path, facts[-1]["not_after"]))
-    return facts
