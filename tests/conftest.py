@@ -31,6 +31,16 @@ def crd_dir() -> Path:
     return path
 
 
+# ansible.cfg's roles_path: roles grouped by the platform they serve.
+ROLE_GROUPS = ("common", "openshift", "podman")
+
+
+def role_dir(name: str) -> Path:
+    """The folder of a role, whichever platform group holds it."""
+    (found,) = [ROOT / "roles" / group / name for group in ROLE_GROUPS if (ROOT / "roles" / group / name).is_dir()]
+    return found
+
+
 def require_tools(*names):
     """Fail (never skip) where a host tool the test drives is missing: `make test` installs them
     (tools/install-host-packages), so a missing one is a broken set-up, not a reason to pass."""

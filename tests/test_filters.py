@@ -1,4 +1,4 @@
-"""Filters of roles/manifest_delivery: naming, deterministic YAML, readiness."""
+"""Filters of roles/openshift/manifest_delivery: naming, deterministic YAML, readiness."""
 
 import pytest
 import yaml

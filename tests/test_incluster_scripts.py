@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, role_dir
 from s3server import ACCESS_KEY, SECRET_KEY
 
-FILL = ROOT / "roles" / "kserve_vllm" / "files" / "fill_model.py"
-TASTE = ROOT / "roles" / "smoke_test" / "files" / "taste.py"
+FILL = role_dir("kserve_vllm") / "files" / "fill_model.py"
+TASTE = role_dir("smoke_test") / "files" / "taste.py"
 FILES = {"config.json": b'{"architectures": ["GraniteForCausalLM"]}',
          "model-00001-of-00002.safetensors": os.urandom(300_000),
          "model-00002-of-00002.safetensors": os.urandom(200_000),

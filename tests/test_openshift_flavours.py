@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, crd_dir, run_playbook, tree_digest
+from conftest import ROOT, crd_dir, role_dir, run_playbook, tree_digest
 
 from ansible_collections.privateai.kitchen.plugins.module_utils.manifest_schemas import (
     CrdCatalog,
@@ -156,7 +156,7 @@ def test_switch_script_reports_an_unreachable_server(tmp_path):
     (tmp_path / "flavours.json").write_text(json.dumps({"helpdesk": "/mnt/lora/helpdesk/1.1.0"}))
     env = {"KITCHEN_URL": "http://127.0.0.1:9", "KITCHEN_MODEL": "granite", "KITCHEN_TIMEOUT": "5",
            "KITCHEN_FLAVOURS": str(tmp_path / "flavours.json"), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, str(ROOT / "roles" / "kserve_lora" / "files" / "switch_flavours.py")],
+    proc = subprocess.run([sys.executable, str(role_dir("kserve_lora") / "files" / "switch_flavours.py")],
                           env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     result = json.loads(proc.stdout)
@@ -219,7 +219,7 @@ def switch(tmp_path, api, wanted):
     (tmp_path / "flavours.json").write_text(json.dumps(wanted))
     env = {"KITCHEN_URL": api.url, "KITCHEN_MODEL": api.base, "KITCHEN_FLAVOURS": str(tmp_path / "flavours.json"),
            "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, str(ROOT / "roles" / "kserve_lora" / "files" / "switch_flavours.py")],
+    proc = subprocess.run([sys.executable, str(role_dir("kserve_lora") / "files" / "switch_flavours.py")],
                           env=env, capture_output=True, text=True, timeout=60)
     return proc.returncode, json.loads(proc.stdout)
 
@@ -358,7 +358,7 @@ def test_evaluation_script_scores_each_version_beside_the_flavours_in_service(tm
     scripts = tmp_path / "opt"
     scripts.mkdir()
     for name in ("evaluate_flavours.py", "flavour_checks.py"):
-        (scripts / name).write_text((ROOT / "roles" / "kserve_lora" / "files" / name).read_text())
+        (scripts / name).write_text((role_dir("kserve_lora") / "files" / name).read_text())
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     (inputs / "eval.helpdesk.helpdesk.jsonl").write_text(

@@ -6,14 +6,14 @@ import re
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROLE_GROUPS, ROOT, role_dir
 
-ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if p.is_dir())
+ROLES = sorted(p.name for group in ROLE_GROUPS for p in (ROOT / "roles" / group).iterdir() if p.is_dir())
 PHASE_PLAYBOOKS = sorted((ROOT / "playbooks").glob("phase*.yml"))
 
 
 def role_file(role, *parts):
-    return yaml.safe_load((ROOT / "roles" / role / "/".join(parts)).read_text())
+    return yaml.safe_load((role_dir(role) / "/".join(parts)).read_text())
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -45,14 +45,14 @@ def test_argument_specs_describe_list_elements(role):
 
 @pytest.mark.parametrize("role", ROLES)
 def test_main_tasks_exist(role):
-    assert (ROOT / "roles" / role / "tasks" / "main.yml").is_file()
+    assert (role_dir(role) / "tasks" / "main.yml").is_file()
 
 
 def test_role_fallbacks_match_schema_defaults():
     """A role's `kitchen_x | default(v)` must be the schema's documented default of kitchen_x."""
     schema = yaml.safe_load((ROOT / "schemas" / "site.schema.yaml").read_text())
     checked = 0
-    for path in sorted((ROOT / "roles").glob("*/defaults/main.yml")):
+    for path in sorted((ROOT / "roles").glob("*/*/defaults/main.yml")):
         for var, key, literal in re.findall(r"\b(kitchen_\w+)(?:\.(\w+))?\s*\|\s*default\(([^()]*)\)", path.read_text()):
             try:
                 value = ast.literal_eval(literal.replace("true", "True").replace("false", "False"))

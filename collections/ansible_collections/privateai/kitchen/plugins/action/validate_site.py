@@ -53,6 +53,8 @@ class ActionModule(ActionBase):
         result.update(
             changed=False,
             violations=[str(v) for v in violations],
+            # The site as roles read it: schema defaults filled in, no secret values.
+            site=validator.public_view(site) if not violations else {},
             platform=site.get("kitchen_platform"),
             delivery=site.get("kitchen_delivery", "apply"),
             counts={

@@ -12,6 +12,8 @@ value (never a secret) and what was expected, e.g.::
 
 from __future__ import annotations
 
+import copy
+
 from ansible_collections.privateai.kitchen.plugins.module_utils import quantity, site_rules
 from ansible_collections.privateai.kitchen.plugins.module_utils.site_rules import Violation, did_you_mean
 
@@ -178,6 +180,37 @@ class SiteValidator:
         condition = self.schema["allOf"][schema_path[1]].get("if", {}).get("properties", {})
         terms = ["%s is %s" % (k, v["const"]) for k, v in condition.items() if "const" in v]
         return " (needed when %s)" % " and ".join(terms) if terms else ""
+
+    # -- the validated site ----------------------------------------------------------------
+    def with_defaults(self, site: dict) -> dict:
+        """A copy of the site with the schema's documented defaults filled in where a key is
+        left out, inside objects the site has (or whose schema default is an object: {})."""
+        return self._fill(copy.deepcopy(site), self.schema)
+
+    def _fill(self, data, schema):
+        schema = self._resolve(schema)
+        if isinstance(data, dict):
+            for key, sub in schema.get("properties", {}).items():
+                default = sub.get("default", self._resolve(sub).get("default")) if isinstance(sub, dict) else None
+                if key not in data and default is not None:
+                    data[key] = copy.deepcopy(default)
+                if key in data:
+                    data[key] = self._fill(data[key], sub)
+        elif isinstance(data, list) and isinstance(schema.get("items"), dict):
+            data = [self._fill(item, schema["items"]) for item in data]
+        return data
+
+    def public_view(self, site: dict) -> dict:
+        """The site with its defaults and without any secret value (writeOnly), keyed without
+        the kitchen_ prefix: what preflight publishes as the fact kitchen_site. Safe to show,
+        log or cache; roles take secrets from the inventory variables themselves."""
+        view = self.with_defaults({k: v for k, v in site.items() if k in self.schema.get("properties", {})})
+        for parts in sorted(self.secret_paths(view), key=len, reverse=True):
+            node = view
+            for part in parts[:-1]:
+                node = node[part]
+            del node[parts[-1]]
+        return {(k[len(SITE_PREFIX):] if k.startswith(SITE_PREFIX) else k): v for k, v in view.items()}
 
     # -- secrets ----------------------------------------------------------------------------
     def secret_paths(self, data, schema=None, parts=()):

@@ -1,1 +1,0 @@
-../../../collections/ansible_collections/privateai/kitchen/plugins/module_utils/flavour_checks.py

@@ -1,0 +1,1 @@
+../../../../collections/ansible_collections/privateai/kitchen/plugins/module_utils/flavour_checks.py
