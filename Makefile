@@ -71,18 +71,18 @@ teardown: venv host-tools
 # The OpenShift sample site rendered for GitOps, every manifest validated strictly.
 render-demo: venv
 	@echo "== Phases 1 and 2 of inventories/$(SITE), rendered for GitOps into $(RENDER_DIR)"
-	$(BIN)/ansible-playbook -i inventories/$(SITE) playbooks/site.yml \
+	$(BIN)/ansible-playbook -i inventories/$(SITE) playbooks/phase1.yml playbooks/phase2.yml \
 	  -e kitchen_delivery=render -e kitchen_render_dir=$(RENDER_DIR)
 	@echo "== Strict validation and cross-references of the rendered manifests"
 	$(BIN)/python tools/validate-manifests $(RENDER_DIR) --kubernetes-version $(K8S_VERSION) \
 	  --exists Secret/kitchen-storage/minio-tls
 
 render: venv
-	$(BIN)/ansible-playbook -i inventories/$(SITE) playbooks/site.yml \
+	$(BIN)/ansible-playbook -i inventories/$(SITE) playbooks/phase1.yml playbooks/phase2.yml \
 	  -e kitchen_delivery=render -e kitchen_render_dir=$(RENDER_DIR)
 
 check: venv
-	$(BIN)/ansible-playbook -i inventories/$(SITE) playbooks/site.yml --check --diff \
+	$(BIN)/ansible-playbook -i inventories/$(SITE) playbooks/phase1.yml playbooks/phase2.yml --check --diff \
 	  -e kitchen_delivery=render -e kitchen_render_dir=$(RENDER_DIR)
 
 lint: venv

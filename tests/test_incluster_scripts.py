@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, role_dir
+from conftest import role_dir
 from s3server import ACCESS_KEY, SECRET_KEY
 
 FILL = role_dir("kserve_vllm") / "files" / "fill_model.py"

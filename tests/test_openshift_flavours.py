@@ -388,3 +388,40 @@ def test_evaluation_script_scores_each_version_beside_the_flavours_in_service(tm
     asked = [body for path, body in api.calls if path == "/v1/chat/completions"]
     assert {b["model"] for b in asked} == {"helpdesk@1.0.0", "helpdesk@1.1.0"} and {b["temperature"] for b in asked} == {0}
     assert api.loaded == {"helpdesk": "/mnt/lora/helpdesk/1.1.0"}
+
+
+@pytest.fixture(scope="module")
+def whole_site(fixture_dir, tmp_path_factory):
+    """site.yml (phases 1-3) of the sample with the cluster fixture, rendered into one tree."""
+    out = tmp_path_factory.mktemp("whole-site")
+    run = run_playbook(SAMPLE, "site.yml", *fixture_args(fixture_dir, "-e", "kitchen_delivery=render",
+                                                         "-e", "kitchen_render_dir=%s" % out,
+                                                         "-e", "kserve_lora_work_dir=%s-work" % out))
+    assert run.rc == 0, run.output
+    return out
+
+
+def test_every_object_is_rendered_exactly_once_across_the_phase_folders(whole_site):
+    owners = {}
+    for path, doc in load_tree(str(whole_site)):
+        key = (doc["kind"], doc["metadata"].get("namespace"), doc["metadata"]["name"])
+        owners.setdefault(key, []).append(str(path).replace(str(whole_site) + "/", ""))
+    twice = {key: paths for key, paths in owners.items() if len(paths) > 1}
+    assert twice == {}
+    # The model's serving has one owner, kserve_vllm in phase 2, LoRA-capable since phase 3 ran.
+    assert not (whole_site / "phase3" / "kserve_vllm").exists()
+    (isvc,) = [p for k, p in owners.items() if k[0] == "InferenceService" and k[2] == "tiny-llama"]
+    assert isvc[0].startswith("phase2/kserve_vllm/")
+    doc = yaml.safe_load((whole_site / isvc[0]).read_text())
+    assert "--enable-lora" in doc["spec"]["predictor"]["model"]["args"]
+
+
+def test_phase2_again_keeps_what_phase3_serves(fixture_dir, whole_site):
+    """Phase 2 reads what is served through serving_state, so rerunning it after phase 3 changes
+    nothing: the two phases never fight over the InferenceService."""
+    before = tree_digest(whole_site)
+    run = run_playbook(SAMPLE, "phase2.yml", *fixture_args(fixture_dir, "-e", "kitchen_delivery=render",
+                                                           "-e", "kitchen_render_dir=%s" % whole_site))
+    assert run.rc == 0, run.output
+    assert tree_digest(whole_site) == before
+    assert "changed=0" in run.output

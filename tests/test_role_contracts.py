@@ -22,7 +22,9 @@ def test_defaults_and_argument_specs_agree(role):
     spec = role_file(role, "meta", "argument_specs.yml")["argument_specs"]["main"]
     options = spec["options"]
     assert spec.get("short_description")
-    assert [v for v in defaults if not v.startswith(role + "_")] == [], "defaults must carry the role prefix"
+    # kitchen_defaults holds the shared kitchen_* values; every other role prefixes its own.
+    prefix = "kitchen_" if role == "kitchen_defaults" else role + "_"
+    assert [v for v in defaults if not v.startswith(prefix)] == [], "defaults must carry the role prefix"
     assert sorted(set(defaults) - set(options)) == [], "defaults missing from argument_specs"
     optional = {name for name, opt in options.items() if not opt.get("required")}
     assert sorted(optional - set(defaults)) == [], "optional arguments need a default in defaults/main.yml"
@@ -45,7 +47,8 @@ def test_argument_specs_describe_list_elements(role):
 
 @pytest.mark.parametrize("role", ROLES)
 def test_main_tasks_exist(role):
-    assert (role_dir(role) / "tasks" / "main.yml").is_file()
+    # kitchen_defaults is values only (a dependency of every role), like kubespray_defaults.
+    assert (role_dir(role) / "tasks" / "main.yml").is_file() or role == "kitchen_defaults"
 
 
 def test_role_fallbacks_match_schema_defaults():
@@ -73,8 +76,45 @@ def test_role_fallbacks_match_schema_defaults():
 @pytest.mark.parametrize("playbook", PHASE_PLAYBOOKS, ids=lambda p: p.name)
 def test_phase_playbooks_run_preflight_first_and_always(playbook):
     plays = yaml.safe_load(playbook.read_text())
-    first = plays[0]["roles"][0]
+    assert plays[0]["ansible.builtin.import_playbook"] == "preflight.yml"
+    (preflight,) = yaml.safe_load((ROOT / "playbooks" / "preflight.yml").read_text())
+    first = preflight["roles"][0]
     assert first["role"] == "preflight"
     assert "always" in first["tags"]
     # A failed preflight must stop the later plays of the phase too.
-    assert plays[0].get("any_errors_fatal") is True or len(plays) == 1
+    assert preflight.get("any_errors_fatal") is True
+
+
+def _role_group(name):
+    found = [group for group in ROLE_GROUPS if (ROOT / "roles" / group / name).is_dir()]
+    assert len(found) == 1, "role %s is in %s" % (name, found)
+    return found[0]
+
+
+@pytest.mark.parametrize("playbook", PHASE_PLAYBOOKS, ids=lambda p: p.name)
+def test_each_platform_play_uses_only_its_platform_roles(playbook):
+    """The tree shows the platform: a play for OpenShift runs roles/openshift and roles/common
+    roles only, a play for one host roles/podman and roles/common ones."""
+    plays = [p for p in yaml.safe_load(playbook.read_text()) if "hosts" in p and "&kitchen_" in p["hosts"]]
+    assert {p["hosts"].rsplit("&", 1)[1] for p in plays} == {"kitchen_openshift", "kitchen_podman"}
+    for play in plays:
+        platform = play["hosts"].rsplit("&kitchen_", 1)[1]
+        groups = {_role_group(r["role"]) for r in play["roles"]}
+        assert groups <= {"common", platform}, "%s: %s runs %s roles" % (playbook.name, play["name"], groups)
+
+
+def test_site_runs_every_phase_that_exists():
+    imported = [p["ansible.builtin.import_playbook"] for p in yaml.safe_load((ROOT / "playbooks" / "site.yml").read_text())]
+    assert imported == [p.name for p in PHASE_PLAYBOOKS]
+
+
+def test_derived_values_are_defined_once():
+    """kitchen_defaults derives the shared values; no other role falls back on its own."""
+    shared = ["kitchen_host.data_dir", "kitchen_delivery |", "kitchen_cluster.wait_timeout", "kitchen_render_dir",
+              "aws-connection-kitchen-s3", "kitchen-trusted-ca", "kitchen_host.network_name"]
+    for path in sorted((ROOT / "roles").glob("*/*/defaults/main.yml")) + sorted((ROOT / "roles").glob("*/*/tasks/*.yml")):
+        if path.parts[-3] == "kitchen_defaults":
+            continue
+        text = path.read_text()
+        assert [s for s in shared if s in text] == [], path.relative_to(ROOT)
+        assert not re.search(r"max_model_len \| default\(\d", text), path.relative_to(ROOT)

@@ -214,3 +214,17 @@ def test_gpu_operators_are_optional_without_gpus(validator, sample):
     del sample["kitchen_operators"]["nfd"]
     assert messages(validator.violations(sample)) == []
 
+
+
+def test_the_public_view_carries_the_schema_defaults_and_no_secret(validator, sample):
+    del sample["kitchen_cluster"]["validate_certs"]
+    view = validator.public_view(sample)
+    assert "kitchen_storage" not in view and "storage" in view  # keyed without the prefix
+    assert view["cluster"]["validate_certs"] is True  # left out: the schema's default
+    text = repr(view)
+    for secret in validator.secret_paths(sample):
+        node = sample
+        for part in secret:
+            node = node[part]
+        assert str(node) not in text, "/".join(map(str, secret))
+    assert view["storage"].get("secret_key") is None

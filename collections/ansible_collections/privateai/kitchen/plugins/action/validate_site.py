@@ -22,7 +22,7 @@ from ansible_collections.privateai.kitchen.plugins.module_utils.site_contract im
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = False
-    _VALID_ARGS = frozenset(("schema", "fail_on_violations"))
+    _VALID_ARGS = frozenset(("schema", "fail_on_violations", "derived"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -38,7 +38,9 @@ class ActionModule(ActionBase):
 
         violations: list[Violation] = []
         raw_site, site = {}, {}
-        for name in sorted(k for k in task_vars if k.startswith(SITE_PREFIX)):
+        # The toolkit's own values derived from the site (role kitchen_defaults): not site keys.
+        derived = set(args.get("derived") or [])
+        for name in sorted(k for k in task_vars if k.startswith(SITE_PREFIX) and k not in derived):
             raw_site[name] = task_vars[name]
             try:
                 templated = self._templar.template(task_vars[name])

@@ -145,7 +145,9 @@ def decide(url, flavours, dest, tolerance, force=False, rollback=(), max_tokens=
     serving = {n: e["version"] for n, e in state["serving"].items()}
     result = {"changed": bool(plan or retired), "switches": switches, "retired": retired, "serving": serving,
               "evaluations": [dict(r, flavour=n, version=v) for (n, v), r in sorted(results.items()) if r],
-              "previous": {n: e.get("previous", []) for n, e in state["serving"].items()}}
+              "previous": {n: e.get("previous", []) for n, e in state["serving"].items()},
+              # The whole state after this run (what the state file holds): the server's input.
+              "state": state}
     if kept is not None:
         result.update(measured=kept, unevaluated=unevaluated)
     return result

@@ -64,6 +64,7 @@ switches: {description: "Each switch: flavour, from, to, pass_rate_from, pass_ra
 serving: {description: "{flavour: version} in service after this run.", type: dict, returned: stage decide}
 previous: {description: "{flavour: [versions a rollback returns to, last first to go]}.", type: dict, returned: stage decide}
 evaluations: {description: The evaluation of each version looked at (stored or new)., type: list, returned: stage decide}
+state: {description: "The serving state after this run, as the state file holds it (ready, serving): what the model server is given.", type: dict, returned: stage decide}
 retired: {description: Flavours no longer declared, taken out of service., type: list, returned: stage decide}
 measured: {description: "I(measured) for the declared, prepared versions.", type: dict, returned: when measured is given}
 unevaluated: {description: "Versions looked at whose evaluation is missing: flavour, version, eval_set, candidate, identity.", type: list, returned: when measured is given}

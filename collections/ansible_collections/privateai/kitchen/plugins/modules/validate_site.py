@@ -20,6 +20,11 @@ options:
     description: Path of the site schema (YAML or JSON).
     type: path
     required: true
+  derived:
+    description: Names of C(kitchen_*) variables the toolkit derives from the site (role kitchen_defaults); they are not site keys and are not validated.
+    type: list
+    elements: str
+    default: []
   fail_on_violations:
     description: Fail the task when there are violations. Set to false to collect them.
     type: bool
