@@ -245,6 +245,8 @@ def test_results_measured_in_the_cluster_decide_and_a_changed_eval_set_is_measur
     plan = flavour_decide.decide(None, flavours, str(tmp_path), 0.05, serving_state=serving, measured={},
                                 check_mode=True)
     assert [u["candidate"] for u in plan["unevaluated"]] == ["alpha@1.0.0", "alpha@1.1.0"]
+    # The pure plan (what kserve_lora evaluates before deciding) names the same, deciding nothing.
+    assert flavour_decide.plan(flavours, str(tmp_path), serving_state=serving, measured={}) == plan["unevaluated"]
     # What the evaluation Job reports, kept under the identity the plan gave each version.
     job = {"results": [{"log_lines": ["sync: 2 files", json.dumps({"results": {
         "alpha@1.0.0": {"passed": 4, "total": 4, "pass_rate": 1.0, "failures": []},
@@ -257,12 +259,16 @@ def test_results_measured_in_the_cluster_decide_and_a_changed_eval_set_is_measur
     forced = flavour_decide.decide(None, flavours, str(tmp_path), 0.05, serving_state=serving, measured=measured,
                                   force=True)
     assert forced["switches"][0]["forced"] and forced["unevaluated"] == [] and forced["measured"] == measured
+    assert flavour_decide.plan(flavours, str(tmp_path), serving_state=serving, measured=measured) == []
     assert kitchen_lora.flavour_summary(forced) == "serving alpha 1.1.0; alpha 1.0.0 -> 1.1.0 (50% passed, was 100%, forced)"
     # A new evaluation set: both versions are to be measured again, nothing is refused meanwhile.
     (tmp_path / ".eval" / "e" / "e.jsonl").write_text('{"prompt": "q", "expect": ["y"]}\n')
     again = flavour_decide.decide(None, flavours, str(tmp_path), 0.05, serving_state=serving, measured=measured,
                                  check_mode=True)
     assert [u["candidate"] for u in again["unevaluated"]] == ["alpha@1.0.0", "alpha@1.1.0"]
+    assert flavour_decide.plan(flavours, str(tmp_path), serving_state=serving, measured=measured) == again["unevaluated"]
+    with pytest.raises(flavour_decide.FlavourError, match="never served another version"):
+        flavour_decide.plan(flavours, str(tmp_path), rollback=["alpha"], serving_state=serving, measured=measured)
     assert kitchen_lora.flavour_summary(again, check_mode=True) \
         == "serving alpha 1.1.0; alpha 1.0.0 -> 1.1.0; would evaluate: alpha@1.0.0, alpha@1.1.0"
     assert kitchen_lora.job_reports({"results": [{"log_lines": ["Traceback"], "item": {"metadata": {"name": "j"}}}]}) \

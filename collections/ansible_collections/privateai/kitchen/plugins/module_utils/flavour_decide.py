@@ -59,15 +59,7 @@ def decide(url, flavours, dest, tolerance, force=False, rollback=(), max_tokens=
     the version's. A version looked at with an evaluation set but no result counting is listed
     in "unevaluated" with its identity (what to measure next, and what to keep it under)."""
     state_path = os.path.join(dest, STATE_FILE)
-    state = load_state(state_path)
-    if serving_state is not None:
-        state["serving"] = copy.deepcopy(serving_state)
-    declared = {f["name"]: f for f in flavours}
-    kept = None
-    if measured is not None:
-        # Only declared, prepared versions: what was retired leaves the store.
-        kept = {n: {v: e for v, e in versions.items() if v in state["ready"].get(n, {})}
-                for n, versions in copy.deepcopy(measured).items() if n in declared}
+    state, declared, kept = _inputs(flavours, dest, serving_state, measured)
     unevaluated = []
 
     def evaluation(flavour, version, peek=False):
@@ -83,24 +75,8 @@ def decide(url, flavours, dest, tolerance, force=False, rollback=(), max_tokens=
             unevaluated.append({"flavour": flavour["name"], "version": version, "eval_set": flavour["eval_set"],
                                 "candidate": candidate_name(flavour["name"], version), "identity": identity})
         return None
-    if rollback:
-        names = sorted(declared) if "all" in rollback else list(rollback)
-        unknown = [n for n in names if n not in declared]
-        if unknown:
-            raise FlavourError("rollback: %s not declared in kitchen_adapters (%s)"
-                               % (", ".join(unknown), ", ".join(sorted(declared))))
-        lacking = [n for n in names if not state["serving"].get(n, {}).get("previous")]
-        if lacking and "all" not in rollback:
-            raise FlavourError("rollback: %s never served another version; nothing to return to" % ", ".join(lacking))
-        targets = {n: state["serving"][n]["previous"][-1] for n in names if n not in lacking}
-    else:
-        targets = {n: f["serving_version"] for n, f in declared.items()}
-
-    results, refusals, switches, plan = {}, [], [], {}
-    for name, target in sorted(targets.items()):
-        current = state["serving"].get(name, {}).get("version")
-        if target not in state["ready"].get(name, {}):
-            raise FlavourError("%s %s: not prepared (run phase 3 first)" % (name, target))
+    results, refusals, switches, chosen = {}, [], [], {}
+    for name, current, target in _looked_at(declared, state, rollback):
         for version in [v for v in (current, target) if v]:
             if (name, version) not in results and version in state["ready"].get(name, {}):
                 results[(name, version)] = evaluation(declared[name], version)
@@ -117,7 +93,7 @@ def decide(url, flavours, dest, tolerance, force=False, rollback=(), max_tokens=
                     "%r -> %r" % (f["prompt"], f["text"][:60]) for f in new["failures"][:2]))
                 continue
             forced = True
-        plan[name] = (current, target)
+        chosen[name] = (current, target)
         switches.append({"flavour": name, "from": current, "to": target, "forced": forced,
                          "pass_rate_from": old["pass_rate"] if old else None,
                          "pass_rate_to": new["pass_rate"] if new else None})
@@ -131,7 +107,7 @@ def decide(url, flavours, dest, tolerance, force=False, rollback=(), max_tokens=
             results[(name, entry["version"])] = evaluation(declared[name], entry["version"], peek=True)
     retired = sorted(n for n in state["serving"] if n not in declared)
     # Check mode reports what a real run would leave in service, and writes nothing.
-    for name, (current, target) in plan.items():
+    for name, (current, target) in chosen.items():
         entry = state["serving"].setdefault(name, {"previous": []})
         if rollback:
             entry["previous"] = entry["previous"][:-1]
@@ -140,10 +116,10 @@ def decide(url, flavours, dest, tolerance, force=False, rollback=(), max_tokens=
         entry["version"] = target
     for name in retired:
         del state["serving"][name]
-    if (plan or retired or serving_state is not None) and not check_mode:
+    if (chosen or retired or serving_state is not None) and not check_mode:
         save_state(state_path, state)
     serving = {n: e["version"] for n, e in state["serving"].items()}
-    result = {"changed": bool(plan or retired), "switches": switches, "retired": retired, "serving": serving,
+    result = {"changed": bool(chosen or retired), "switches": switches, "retired": retired, "serving": serving,
               "evaluations": [dict(r, flavour=n, version=v) for (n, v), r in sorted(results.items()) if r],
               "previous": {n: e.get("previous", []) for n, e in state["serving"].items()},
               # The whole state after this run (what the state file holds): the server's input.
@@ -151,6 +127,63 @@ def decide(url, flavours, dest, tolerance, force=False, rollback=(), max_tokens=
     if kept is not None:
         result.update(measured=kept, unevaluated=unevaluated)
     return result
+
+
+def plan(flavours, dest, rollback=(), max_tokens=48, serving_state=None, measured=None):
+    """What decide() will look at and has no result for in `measured` (kept elsewhere): the
+    versions to evaluate first, each with the identity to keep its result under. Pure: it
+    decides, switches and writes nothing; the same errors as decide() for a bad rollback or a
+    version not prepared."""
+    state, declared, kept = _inputs(flavours, dest, serving_state, measured or {})
+    missing = []
+    for name, current, target in _looked_at(declared, state, rollback):
+        flavour = declared[name]
+        for version in dict.fromkeys(v for v in (current, target) if v and v in state["ready"].get(name, {})):
+            if not flavour.get("eval_set"):
+                continue
+            identity = _identity(flavour, version, state, dest, max_tokens)
+            entry = kept.get(name, {}).get(version)
+            if not (entry and entry.get("identity") == identity):
+                missing.append({"flavour": name, "version": version, "eval_set": flavour["eval_set"],
+                                "candidate": candidate_name(name, version), "identity": identity})
+    return missing
+
+
+def _inputs(flavours, dest, serving_state, measured):
+    """The state (the file's, with the serving part kept elsewhere when given), the declared
+    flavours by name, and the kept evaluations of declared, prepared versions (or None)."""
+    state = load_state(os.path.join(dest, STATE_FILE))
+    if serving_state is not None:
+        state["serving"] = copy.deepcopy(serving_state)
+    declared = {f["name"]: f for f in flavours}
+    kept = None
+    if measured is not None:
+        # Only declared, prepared versions: what was retired leaves the store.
+        kept = {n: {v: e for v, e in versions.items() if v in state["ready"].get(n, {})}
+                for n, versions in copy.deepcopy(measured).items() if n in declared}
+    return state, declared, kept
+
+
+def _looked_at(declared, state, rollback):
+    """(flavour, version in service, version to serve) of each flavour this run decides on."""
+    if rollback:
+        names = sorted(declared) if "all" in rollback else list(rollback)
+        unknown = [n for n in names if n not in declared]
+        if unknown:
+            raise FlavourError("rollback: %s not declared in kitchen_adapters (%s)"
+                               % (", ".join(unknown), ", ".join(sorted(declared))))
+        lacking = [n for n in names if not state["serving"].get(n, {}).get("previous")]
+        if lacking and "all" not in rollback:
+            raise FlavourError("rollback: %s never served another version; nothing to return to" % ", ".join(lacking))
+        targets = {n: state["serving"][n]["previous"][-1] for n in names if n not in lacking}
+    else:
+        targets = {n: f["serving_version"] for n, f in declared.items()}
+    looked_at = []
+    for name, target in sorted(targets.items()):
+        if target not in state["ready"].get(name, {}):
+            raise FlavourError("%s %s: not prepared (run phase 3 first)" % (name, target))
+        looked_at.append((name, state["serving"].get(name, {}).get("version"), target))
+    return looked_at
 
 
 def _identity(flavour, version, state, dest, max_tokens):

@@ -25,7 +25,7 @@ description:
 version_added: 0.4.0
 author: Private AI Kitchen contributors
 options:
-  stage: {description: decide (evaluate and switch) or prove., type: str, choices: [decide, prove], default: decide}
+  stage: {description: "decide (evaluate and switch), plan (the versions the decision will look at whose evaluation is missing in I(measured); decides and writes nothing) or prove.", type: str, choices: [decide, plan, prove], default: decide}
   url: {description: "Base URL of the model server; needed to evaluate (stage decide) and to prove.", type: str}
   evaluate: {description: "false: switch and roll back by the same rules without asking the server from here (OpenShift).", type: bool, default: true}
   serving_state: {description: "The serving state {flavour: {version, previous}} kept elsewhere (the cluster), used instead of the state file's.", type: dict}
@@ -67,18 +67,18 @@ evaluations: {description: The evaluation of each version looked at (stored or n
 state: {description: "The serving state after this run, as the state file holds it (ready, serving): what the model server is given.", type: dict, returned: stage decide}
 retired: {description: Flavours no longer declared, taken out of service., type: list, returned: stage decide}
 measured: {description: "I(measured) for the declared, prepared versions.", type: dict, returned: when measured is given}
-unevaluated: {description: "Versions looked at whose evaluation is missing: flavour, version, eval_set, candidate, identity.", type: list, returned: when measured is given}
+unevaluated: {description: "Versions looked at whose evaluation is missing: flavour, version, eval_set, candidate, identity.", type: list, returned: when measured is given, and stage plan}
 proofs: {description: "Per flavour: repeatable, differs_from_base, text, base_text.", type: list, returned: stage prove}
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.privateai.kitchen.plugins.module_utils.flavour_decide import FlavourError, decide, prove
+from ansible_collections.privateai.kitchen.plugins.module_utils.flavour_decide import FlavourError, decide, plan, prove
 
 
 def main():
     module = AnsibleModule(argument_spec=dict(
-        stage=dict(type="str", choices=["decide", "prove"], default="decide"),
+        stage=dict(type="str", choices=["decide", "plan", "prove"], default="decide"),
         url=dict(type="str"), dest=dict(type="path", required=True),
         evaluate=dict(type="bool", default=True), serving_state=dict(type="dict"),
         measured=dict(type="dict"),
@@ -91,6 +91,13 @@ def main():
     p = module.params
     if not 0 <= p["tolerance"] <= 1:
         module.fail_json(msg="tolerance: %r must lie between 0 and 1" % p["tolerance"])
+    if p["stage"] == "plan":
+        # What the decision will look at and lacks a result for: nothing decided or written.
+        try:
+            module.exit_json(changed=False, unevaluated=plan(p["flavours"], p["dest"], p["rollback"], p["max_tokens"],
+                                                             p["serving_state"], p["measured"]))
+        except FlavourError as exc:
+            module.fail_json(msg="Phase 3: %s" % exc)
     if p["evaluate"] and p["measured"] is not None:
         module.fail_json(msg="measured: results kept elsewhere go with evaluate: false")
     if not p["url"] and (p["evaluate"] or p["stage"] == "prove"):
