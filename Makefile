@@ -16,6 +16,9 @@ SITE ?= openshift-sample
 RENDER_DIR ?= $(CURDIR)/build/render/$(SITE)
 K8S_VERSION ?= 1.31
 PYTEST_ARGS ?=
+# Two lanes on this machine's two cores: the host's podman kitchen beside the emulator and
+# render tests (tests/conftest.py HOST_LANE). PYTEST_WORKERS=0 runs one lane.
+PYTEST_WORKERS ?= 2
 
 PURGE ?=
 
@@ -96,7 +99,7 @@ molecule: venv host-tools
 
 # pytest last: its summary is the closing line CI reads.
 test: venv host-tools lint molecule
-	$(BIN)/python -m pytest --durations=10 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=10 -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 # About 5 minutes; writes build/bench/results.json. BENCH_ARGS="--size-gib 4 --repeat 5" to vary it.
 BENCH_ARGS ?=

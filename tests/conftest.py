@@ -50,6 +50,22 @@ def require_tools(*names):
                     % ", ".join(missing), pytrace=False)
 
 
+# The modules that drive the host itself (podman's containers, networks and images, the
+# registries configuration, the CA trust store): one lane, in file order, started first as
+# the longest. Every other module is a lane unit of its own (its module fixtures set up once)
+# and isolated by free ports and temporary folders. `make test` runs two lanes (pytest-xdist
+# --dist loadgroup); without -n the order is the same, one lane.
+HOST_LANE = ("test_image_build.py", "test_local_services.py", "test_local_kitchen.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into work units
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("host" if name in HOST_LANE else name))
+    items.sort(key=lambda item: item.path.name not in HOST_LANE)  # stable: file order kept
+
+
 @pytest.fixture(scope="session")
 def validator():
     return SiteValidator(load_schema(str(ROOT / "schemas" / "site.schema.yaml")))
