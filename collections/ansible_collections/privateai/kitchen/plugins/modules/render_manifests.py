@@ -48,7 +48,7 @@ attributes:
 EXAMPLES = r"""
 - name: Write tenant manifests for Argo CD
   privateai.kitchen.render_manifests:
-    manifests: "{{ tenants_manifests }}"
+    manifests: "{{ __tenants_manifests }}"
     root: /srv/gitops/acme-dc1
     phase: phase1
     component: tenants
