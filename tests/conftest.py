@@ -52,18 +52,28 @@ def require_tools(*names):
 
 # The modules that drive the host itself (podman's containers, networks and images, the
 # registries configuration, the CA trust store): one lane, in file order, started first as
-# the longest. Every other module is a lane unit of its own (its module fixtures set up once)
-# and isolated by free ports and temporary folders. `make test` runs two lanes (pytest-xdist
-# --dist loadgroup); without -n the order is the same, one lane.
+# the longest. Every other module is a unit of its own (its module fixtures set up once),
+# isolated by free ports and temporary folders. `make test` runs two lanes (pytest -n 2);
+# without -n the order is the same, in one lane.
 HOST_LANE = ("test_image_build.py", "test_local_services.py", "test_local_kitchen.py")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into work units
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("host" if name in HOST_LANE else name))
+def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: item.path.name not in HOST_LANE)  # stable: file order kept
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's scheduling by scope, the host lane one scope. (Its xdist_group marks
+    rename node ids, which pytest 9 no longer reads: every test would be a unit of its own.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Lanes(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            module = nodeid.split("::", 1)[0]
+            return "host" if module.rsplit("/", 1)[-1] in HOST_LANE else module
+
+    config.option.loadscopereorder = False  # collection order: the longest lane first
+    return Lanes(config, log)
 
 
 @pytest.fixture(scope="session")

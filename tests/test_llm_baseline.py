@@ -41,28 +41,32 @@ class Handler(BaseHTTPRequestHandler):
             server.prompts.append(body["messages"][0]["content"])
             server.in_flight += 1
             server.most_in_flight = max(server.most_in_flight, server.in_flight)
-        try:
-            if server.status != 200:
-                self.send_response(server.status)
-                self.end_headers()
-                self.wfile.write(b'{"error": "model not loaded"}')
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
+        if server.status != 200:
+            self._leave()
+            self.send_response(server.status)
             self.end_headers()
-            time.sleep(server.first_delay)
-            events = [{"choices": [{"delta": {"role": "assistant"}}]}]
-            events += [{"choices": [{"delta": {"content": "tok%d " % i}}]} for i in range(server.chunks)]
-            if server.usage is not None:
-                events.append({"choices": [], "usage": {"completion_tokens": server.usage}})
-            for event in events:
-                self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
-                self.wfile.flush()
-                time.sleep(0.005)
-            self.wfile.write(b"data: [DONE]\n\n")
-        finally:
-            with server.lock:
-                server.in_flight -= 1
+            self.wfile.write(b'{"error": "model not loaded"}')
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        time.sleep(server.first_delay)
+        events = [{"choices": [{"delta": {"role": "assistant"}}]}]
+        events += [{"choices": [{"delta": {"content": "tok%d " % i}}]} for i in range(server.chunks)]
+        if server.usage is not None:
+            events.append({"choices": [], "usage": {"completion_tokens": server.usage}})
+        for event in events:
+            self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+            self.wfile.flush()
+            time.sleep(0.005)
+        self._leave()
+        self.wfile.write(b"data: [DONE]\n\n")
+
+    def _leave(self):
+        """Out of flight before the client can know the answer is over: a client starting its
+        next request on [DONE] never meets a count this handler has yet to lower."""
+        with self.server.lock:
+            self.server.in_flight -= 1
 
 
 @pytest.fixture

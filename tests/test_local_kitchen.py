@@ -4,7 +4,9 @@ from the bundle's copy of its image, pushes the images, runs the registry and S3
 images in the registry by digest, and imports the rest; phase2.yml serves Gemma 3 270M on
 llama.cpp on an internal network and tastes it. The site is the embedded default
 (inventories/local) moved to its own folder, ports and names, so that a kitchen already
-running on this host is left alone. The tests run in order and share the site."""
+running on this host is left alone. The tests run in order and share the site: the one
+bring-up of the kitchen in `make test`, which also runs the molecule `kitchen` scenario's
+verify on it."""
 
 import hashlib
 import json
@@ -59,6 +61,8 @@ def site(tmp_path_factory):
 def test_phase1_brings_the_single_host_up_from_the_bundle_and_a_rerun_changes_nothing(site):
     bundle = run_playbook(site["inventory"], "bundle.yml", "-e", EXTRA)
     assert bundle.rc == 0, bundle.output
+    bundle_again = run_playbook(site["inventory"], "bundle.yml", "-e", EXTRA)
+    assert bundle_again.rc == 0 and bundle_again.recap()["changed"] == 0, bundle_again.output
     first = run_playbook(site["inventory"], "phase1.yml", "-e", EXTRA)
     assert first.rc == 0, first.output
     second = run_playbook(site["inventory"], "phase1.yml", "-e", EXTRA)
@@ -209,6 +213,14 @@ def test_phase3_serves_the_base_and_two_flavours_by_name_and_each_applies_its_ad
     assert again.rc == 0 and again.recap()["changed"] == 0, again.output
     checked = run_playbook(site["inventory"], "phase3.yml", "--check", "-e", EXTRA)
     assert checked.rc == 0 and checked.recap()["changed"] == 0, checked.output
+
+
+def test_the_molecule_kitchen_scenarios_verify_passes_on_this_kitchen(site):
+    """One bring-up for both: the molecule `kitchen` scenario converges the same playbooks on
+    the embedded default; `make test` runs its verify here, on the kitchen these tests built."""
+    verified = run_playbook(site["inventory"], "molecule/kitchen/verify.yml", "-e", EXTRA)
+    assert verified.rc == 0, verified.output
+    assert verified.recap()["failed"] == 0 and verified.recap()["ok"] >= 15, verified.output
 
 
 def test_phase3_switches_refuses_a_worse_version_and_rolls_back(site):
