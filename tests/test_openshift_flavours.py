@@ -167,12 +167,13 @@ class AdapterApi:
     """vLLM's runtime adapter API as documented (docs/features/lora.md; serving_models.py): a
     stand-in, since vLLM needs a GPU. LoRA cards carry root = path, parent = base model."""
 
-    def __init__(self, base, loaded, refuse=None, answers=None):
+    def __init__(self, base, loaded, refuse=None, answers=None, tls=None, token=None):
         import http.server
         import threading
 
         self.base, self.loaded, self.calls, self.refuse = base, dict(loaded), [], refuse or {}
         self.answers = answers or {}  # chat completions: the answer of each adapter path
+        self.authorizations = []  # the Authorization header of every request
         api = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -185,16 +186,28 @@ class AdapterApi:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def refused(self):
+                """The auth proxy's answer to a request without the expected bearer token."""
+                api.authorizations.append(self.headers.get("Authorization"))
+                if token and self.headers.get("Authorization") != "Bearer " + token:
+                    self.reply(401, {"error": "Unauthorized"})
+                    return True
+                return False
+
             def do_GET(self):
+                if self.refused():
+                    return
                 cards = [{"id": api.base, "root": "/mnt/models", "parent": None}] + [
                     {"id": name, "root": path, "parent": api.base} for name, path in api.loaded.items()]
                 self.reply(200, {"object": "list", "data": cards})
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.refused():
+                    return
                 api.calls.append((self.path, body))
                 if self.path == "/v1/chat/completions":
-                    path = api.loaded.get(body["model"])
+                    path = "/mnt/models" if body["model"] == api.base else api.loaded.get(body["model"])
                     if path is None:
                         return self.reply(404, {"error": "The model `%s` does not exist." % body["model"]})
                     return self.reply(200, {"model": body["model"], "choices": [
@@ -211,14 +224,19 @@ class AdapterApi:
                 return self.reply(200, "Success: LoRA adapter '%s' added successfully." % body["lora_name"])
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls:  # as the auth proxy in front of the predictor: HTTPS with a certificate of `tls`
+            import ssl
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(tls["cert"]), str(tls["key"]))
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = "http://127.0.0.1:%d" % self.server.server_port
+        self.url = "%s://127.0.0.1:%d" % ("https" if tls else "http", self.server.server_port)
 
 
-def switch(tmp_path, api, wanted):
+def switch(tmp_path, api, wanted, **env):
     (tmp_path / "flavours.json").write_text(json.dumps(wanted))
-    env = {"KITCHEN_URL": api.url, "KITCHEN_MODEL": api.base, "KITCHEN_FLAVOURS": str(tmp_path / "flavours.json"),
-           "PATH": "/usr/bin:/bin"}
+    env.update({"KITCHEN_URL": api.url, "KITCHEN_MODEL": api.base, "KITCHEN_FLAVOURS": str(tmp_path / "flavours.json"),
+                "PATH": "/usr/bin:/bin"})
     proc = subprocess.run([sys.executable, str(role_dir("kserve_lora") / "files" / "switch_flavours.py")],
                           env=env, capture_output=True, text=True, timeout=60)
     return proc.returncode, json.loads(proc.stdout)
@@ -247,6 +265,61 @@ def test_switch_script_fails_when_the_server_refuses_an_adapter(tmp_path):
     assert rc == 1 and result["ok"] is False
     assert result["error"].startswith("400 ") and "greater than max_lora_rank 16" in result["error"]
     assert api.loaded == {"helpdesk": "/mnt/lora/helpdesk/1.1.0"}  # what loaded before the refusal stays
+
+
+@pytest.fixture
+def auth_proxy(tmp_path):
+    """The predictor as the Jobs meet it: HTTPS with a certificate of a CA of its own (as the
+    service CA signs the auth proxy's), answering only a bearer token, plus that token's file."""
+    from s3server import make_ca_and_server_cert
+
+    (tmp_path / "tls").mkdir()
+    tls = make_ca_and_server_cert(tmp_path / "tls")
+    (tmp_path / "token").write_text("caller-token\n")
+    api = AdapterApi("granite", {}, answers={"/mnt/models": "Tomatoes, onion, basil."}, tls=tls, token="caller-token")
+    yield api, {"KITCHEN_TOKEN_FILE": str(tmp_path / "token"), "KITCHEN_CA_FILE": str(tls["ca"])}
+    api.server.shutdown()
+
+
+def test_the_flavour_jobs_call_the_predictor_over_verified_tls_with_their_token(tmp_path, auth_proxy):
+    api, auth = auth_proxy
+    rc, result = switch(tmp_path, api, {"helpdesk": "/mnt/lora/helpdesk/1.1.0"}, **auth)
+    assert rc == 0 and result["ok"] is True, result
+    assert set(api.authorizations) == {"Bearer caller-token"}
+    # Without the CA that signed the proxy's certificate, nothing is sent.
+    api.authorizations.clear()
+    rc, result = switch(tmp_path, api, {"helpdesk": "/mnt/lora/helpdesk/1.1.0"},
+                        KITCHEN_TOKEN_FILE=auth["KITCHEN_TOKEN_FILE"])
+    assert rc == 1 and "CERTIFICATE_VERIFY_FAILED" in result["error"] and api.authorizations == []
+
+
+def test_a_token_never_travels_over_plain_http(tmp_path, auth_proxy):
+    _, auth = auth_proxy
+    plain = AdapterApi("granite", {})
+    rc, result = switch(tmp_path, plain, {"helpdesk": "/mnt/lora/helpdesk/1.1.0"}, **auth)
+    assert rc == 2 and "plain HTTP" in result["error"]
+    taste = run_taste(plain, **auth)
+    assert taste["ok"] is False and "plain HTTP" in taste["error"]
+    assert plain.authorizations == []
+    plain.server.shutdown()
+
+
+def run_taste(api, **env):
+    env.update({"KITCHEN_URL": api.url, "KITCHEN_MODEL": api.base, "KITCHEN_TIMEOUT": "10", "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run([sys.executable, str(role_dir("smoke_test") / "files" / "taste.py")],
+                          env=env, capture_output=True, text=True, timeout=60)
+    return json.loads(proc.stdout)
+
+
+def test_the_taste_test_asks_over_verified_tls_with_its_token(auth_proxy):
+    api, auth = auth_proxy
+    result = run_taste(api, **auth)
+    assert result["ok"] is True and result["answer"] == "Tomatoes, onion, basil.", result
+    assert set(api.authorizations) == {"Bearer caller-token"}
+    result = run_taste(api, KITCHEN_TOKEN_FILE=auth["KITCHEN_TOKEN_FILE"])
+    assert result["ok"] is False and "CERTIFICATE_VERIFY_FAILED" in result["error"]
+    result = run_taste(api, KITCHEN_CA_FILE=auth["KITCHEN_CA_FILE"])  # no token: the proxy says 401
+    assert result["ok"] is False and "401" in result["error"]
 
 
 from test_emulator import emulator, site_vars  # noqa: E402,F401 - the emulator fixture
@@ -306,6 +379,7 @@ def test_switch_evaluate_refuse_force_and_roll_back_with_the_state_in_the_cluste
     state, served, scores, jobs = cluster_flavours(emulator["kubeconfig"])
     assert state == {"helpdesk": {"version": "1.1.0", "previous": []}, "summarise": {"version": "1.0.0", "previous": []}}
     assert scores == {("helpdesk", "1.1.0"): 1.0, ("summarise", "1.0.0"): 1.0} and len(jobs) == 1
+    first_evaluation = jobs
     # The evaluation Job and its inputs as applied: strictly valid, each version's files synced.
     job, inputs = applied(emulator["kubeconfig"], "batch/v1", "Job", jobs[0]), \
         applied(emulator["kubeconfig"], "v1", "ConfigMap", "tiny-llama-evaluation")
@@ -325,7 +399,10 @@ def test_switch_evaluate_refuse_force_and_roll_back_with_the_state_in_the_cluste
         in said(run) and "-e kserve_lora_force=true" in run.output
     state, served, scores, jobs = cluster_flavours(emulator["kubeconfig"])
     assert state["helpdesk"]["version"] == "1.1.0" and served["helpdesk"] == "/mnt/lora/helpdesk/1.1.0"
-    assert scores[("helpdesk", "1.0.0")] == 0.5 and len(jobs) == 2  # measured, kept, not switched to
+    assert scores[("helpdesk", "1.0.0")] == 0.5  # measured, kept, not switched to
+    # A new evaluation Job ran; the finished one it replaces was cleaned up.
+    assert len(jobs) == 1 and jobs != first_evaluation
+    evaluated = jobs
 
     run = run_playbook(SAMPLE, "phase3.yml", *fixture_args(fixture_dir, *cluster, *switched,
                                                            "-e", "kserve_lora_force=true"))
@@ -334,14 +411,14 @@ def test_switch_evaluate_refuse_force_and_roll_back_with_the_state_in_the_cluste
         in said(run)
     state, served, scores, jobs = cluster_flavours(emulator["kubeconfig"])
     assert state["helpdesk"] == {"version": "1.0.0", "previous": ["1.1.0"]}
-    assert served["helpdesk"] == "/mnt/lora/helpdesk/1.0.0" and len(jobs) == 2  # the kept result was enough
+    assert served["helpdesk"] == "/mnt/lora/helpdesk/1.0.0" and jobs == evaluated  # the kept result was enough
 
     run = run_playbook(SAMPLE, "rollback.yml", *fixture_args(fixture_dir, *cluster, *switched, "-e", "flavour=helpdesk"))
     assert run.rc == 0, run.output
     assert "; helpdesk 1.0.0 -> 1.1.0 (100% passed, was 50%)" in said(run)
     state, served, scores, jobs = cluster_flavours(emulator["kubeconfig"])
     assert state["helpdesk"] == {"version": "1.1.0", "previous": []}
-    assert served["helpdesk"] == "/mnt/lora/helpdesk/1.1.0" and len(jobs) == 2
+    assert served["helpdesk"] == "/mnt/lora/helpdesk/1.1.0" and jobs == evaluated
 
     run = run_playbook(SAMPLE, "rollback.yml", *fixture_args(fixture_dir, *cluster, "-e", "flavour=summarise"))
     assert run.rc != 0 and "summarise never served another version; nothing to return to" in run.output
@@ -349,7 +426,7 @@ def test_switch_evaluate_refuse_force_and_roll_back_with_the_state_in_the_cluste
     run = run_playbook(SAMPLE, "phase3.yml", *fixture_args(fixture_dir, *cluster))
     assert run.rc == 0, run.output
     assert "changed=0" in run.output, run.output
-    assert len(cluster_flavours(emulator["kubeconfig"])[3]) == 2
+    assert cluster_flavours(emulator["kubeconfig"])[3] == evaluated
 
 
 def test_evaluation_script_scores_each_version_beside_the_flavours_in_service(tmp_path):

@@ -3,6 +3,10 @@
 # Apache License 2.0 (see LICENSE)
 """Jinja filters for Kubernetes manifests (the code lives in the privateai.kitchen collection)."""
 
+from ansible_collections.privateai.kitchen.plugins.module_utils.manifest_jobs import (
+    named_by_content,
+    replaced_jobs,
+)
 from ansible_collections.privateai.kitchen.plugins.module_utils.manifest_render import (
     gpu_capacity,
     gpu_node_report,
@@ -42,4 +46,6 @@ class FilterModule:
             "unready_report": unready_report,
             "gpu_capacity": gpu_capacity,
             "gpu_node_report": gpu_node_report,
+            "named_by_content": named_by_content,
+            "replaced_jobs": replaced_jobs,
         }

@@ -8,6 +8,7 @@ ConfigMap beside the flavour scripts, in the cluster's flavour and evaluation Jo
 import json
 import os
 import re
+import ssl
 import urllib.error
 import urllib.request
 
@@ -87,7 +88,7 @@ def chat_body(model, prompt, max_tokens):
             "messages": [{"role": "user", "content": prompt}]}
 
 
-def http_json(base, path, body=None, token=None, timeout=120):
+def http_json(base, path, body=None, token=None, timeout=120, context=None):
     """GET (or POST body as JSON) base+path: the JSON answer, or the text where it is none
     (vLLM's load and unload endpoints answer with a plain sentence). HTTP errors raise."""
     request = urllib.request.Request(base.rstrip("/") + path,
@@ -95,7 +96,7 @@ def http_json(base, path, body=None, token=None, timeout=120):
                                      headers={"Content-Type": "application/json"})
     if token:
         request.add_header("Authorization", "Bearer " + token)
-    with urllib.request.urlopen(request, timeout=timeout) as response:
+    with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
         text = response.read().decode()
     try:
         return json.loads(text)
@@ -106,8 +107,10 @@ def http_json(base, path, body=None, token=None, timeout=120):
 def server_from_environment():
     """The model server a flavour Job talks to, from its environment: KITCHEN_URL, KITCHEN_MODEL
     (served name of the base model), KITCHEN_TIMEOUT (seconds per request, default 120) and
-    KITCHEN_TOKEN_FILE (optional bearer token file). Returns (model, call) with call(path,
-    body=None) as http_json against that server. KeyError when URL or model is missing."""
+    KITCHEN_TOKEN_FILE (optional bearer token file) and KITCHEN_CA_FILE (CA of the server's
+    certificate, the system's trust otherwise). Returns (model, call) with call(path,
+    body=None) as http_json against that server. KeyError when URL or model is missing,
+    ValueError when a token would travel over plain HTTP."""
     base, model = os.environ["KITCHEN_URL"].rstrip("/"), os.environ["KITCHEN_MODEL"]
     timeout = float(os.environ.get("KITCHEN_TIMEOUT", "120"))
     token_file = os.environ.get("KITCHEN_TOKEN_FILE")
@@ -115,9 +118,12 @@ def server_from_environment():
     if token_file and os.path.exists(token_file):
         with open(token_file, encoding="utf-8") as handle:
             token = handle.read().strip()
+    if token and not base.startswith("https://"):
+        raise ValueError("refusing to send the bearer token over plain HTTP: KITCHEN_URL must be https://")
+    context = ssl.create_default_context(cafile=os.environ.get("KITCHEN_CA_FILE") or None)
 
     def call(path, body=None):
-        return http_json(base, path, body, token, timeout)
+        return http_json(base, path, body, token, timeout, context)
     return model, call
 
 
