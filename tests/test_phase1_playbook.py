@@ -115,7 +115,7 @@ def test_broken_inventory_stops_in_preflight_listing_every_mistake(tmp_path, ext
     out = tmp_path / "broken"
     run = render(out, *extra, inventory="tests/fixtures/inventories/broken")
     assert run.rc != 0
-    assert "Preflight found 16 problem(s); nothing was changed." in run.output
+    assert "Preflight found 17 problem(s); nothing was changed." in run.output
     for line in [
         "kitchen_models[0].pvc_size: '40' is not a valid quantity like 40Gi",
         "kitchen_models[1].name: required key is missing",
