@@ -17,10 +17,10 @@ def messages(violations):
     return [str(v) for v in violations]
 
 
-def site(**changes):
-    """The sample with `changes` applied: {'kitchen_lora.max_loras': 9} sets one key, a value
-    of None deletes it."""
-    data = copy.deepcopy(SAMPLE)
+def site(_base=None, **changes):
+    """The sample (or _base) with `changes` applied: {'kitchen_lora.max_loras': 9} sets one
+    key, a value of None deletes it."""
+    data = copy.deepcopy(SAMPLE if _base is None else _base)
     for dotted, value in changes.items():
         parts = dotted.replace("[", ".").replace("]", "").split(".")
         node = data
@@ -225,3 +225,25 @@ def test_relative_paths_start_at_the_inventory():
     assert site_files.resolve("/etc/ca.pem", "/inv") == "/etc/ca.pem"
     assert site_files.resolve("../ca.pem", "/srv/inv") == "/srv/ca.pem"
     assert (ROOT / "inventories" / "openshift-sample" / "files" / "acme-root-ca.pem").is_file()
+
+
+LOCAL = load_site("inventories/local")
+
+
+@pytest.mark.parametrize("base,changes,expected", [
+    (SAMPLE, {"kitchen_host": {"gpu": "none"}},
+     ["kitchen_host: not supported on kitchen_platform openshift: only podman reads it (the single host)"]),
+    (SAMPLE, {"kitchen_models[0].serving.chat_format": "gemma"},
+     ["kitchen_models[0].serving.chat_format: not supported on kitchen_platform openshift: only podman reads it "
+      "(llama.cpp on the single host; vLLM reads the model's chat template)"]),
+    (LOCAL, {"kitchen_gpu": {"enabled": True}, "kitchen_models[0].serving.dtype": "float16",
+             "kitchen_lora.pvc_size": "1Gi"},
+     ["kitchen_gpu: not supported on kitchen_platform podman: only openshift reads it (the cluster's GPU nodes; a "
+      "single host has kitchen_host.gpu)",
+      "kitchen_lora.pvc_size: not supported on kitchen_platform podman: only openshift reads it (the adapter PVC)",
+      "kitchen_models[0].serving.dtype: not supported on kitchen_platform podman: only openshift reads it (vLLM)"]),
+    (LOCAL, {}, []),
+    (SAMPLE, {}, []),
+])
+def test_keys_of_the_other_platform_are_refused(base, changes, expected):
+    assert messages(site_safety.other_platform(site(base, **changes))) == expected

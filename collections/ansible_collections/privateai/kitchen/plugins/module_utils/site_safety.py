@@ -19,9 +19,32 @@ NOT_SUPPORTED = {
     "kitchen_observability": "phase 4",
 }
 
+# Keys only one platform's roles read, with what reads them: set on the other platform they
+# would be accepted and silently ignored. [] is every item of a list.
+PLATFORM_ONLY = {
+    "podman": {
+        "kitchen_host": "the single host",
+        "kitchen_models[].serving.chat_format": "llama.cpp on the single host; vLLM reads the model's chat template",
+    },
+    "openshift": {
+        "kitchen_cluster": "the cluster connection",
+        "kitchen_operators": "OLM on the cluster",
+        "kitchen_openshift_ai": "OpenShift AI",
+        "kitchen_gpu": "the cluster's GPU nodes; a single host has kitchen_host.gpu",
+        "kitchen_storage.namespace": "the object store deployed in the cluster",
+        "kitchen_storage.tls_secret": "the object store deployed in the cluster",
+        "kitchen_storage.size": "the object store deployed in the cluster",
+        "kitchen_models[].storage_class": "the model PVC",
+        "kitchen_models[].serving.max_num_seqs": "vLLM",
+        "kitchen_models[].serving.gpu_memory_utilization": "vLLM",
+        "kitchen_models[].serving.dtype": "vLLM",
+        "kitchen_lora.pvc_size": "the adapter PVC",
+    },
+}
+
 
 def violations(site: dict) -> list[Violation]:
-    return images_outside_registry(site) + plain_transport(site) + not_supported(site)
+    return images_outside_registry(site) + plain_transport(site) + not_supported(site) + other_platform(site)
 
 
 def _walk(node, path=""):
@@ -94,3 +117,32 @@ def not_supported(site: dict) -> list[Violation]:
             out.append(Violation("kitchen_adapters[%d].tenants" % index,
                                  "not supported yet (phase 4: the gateway decides which tenants call a flavour)"))
     return out
+
+
+def _find(node, parts, path=""):
+    """(path, value) of every place `parts` (['kitchen_models[]', 'serving', 'dtype']) is set."""
+    if not parts:
+        yield path, node
+        return
+    name, each = parts[0].removesuffix("[]"), parts[0].endswith("[]")
+    if not isinstance(node, dict) or name not in node:
+        return
+    here = "%s.%s" % (path, name) if path else name
+    if each:
+        for index, item in enumerate(node[name] if isinstance(node[name], list) else []):
+            yield from _find(item, parts[1:], "%s[%d]" % (here, index))
+    else:
+        yield from _find(node[name], parts[1:], here)
+
+
+def other_platform(site: dict) -> list[Violation]:
+    platform = site.get("kitchen_platform")
+    out = []
+    for owner, keys in sorted(PLATFORM_ONLY.items()):
+        if platform == owner or platform not in PLATFORM_ONLY:
+            continue
+        for key, reader in keys.items():
+            for path, _ in _find(site, key.split(".")):
+                out.append(Violation(path, "not supported on kitchen_platform %s: only %s reads it (%s)" % (
+                    platform, owner, reader)))
+    return sorted(out)
