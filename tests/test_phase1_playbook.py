@@ -100,8 +100,7 @@ def test_removed_tenant_files_are_pruned(tmp_path):
     assert render(out).rc == 0
     site = yaml.safe_load((ROOT / SAMPLE / "group_vars" / "all" / "site.yml").read_text())
     only_platform = [t for t in site["kitchen_tenants"] if t["name"] == "kitchen-platform"]
-    adapters = [dict(a, tenants=["kitchen-platform"]) for a in site["kitchen_adapters"]]
-    run = render(out, "-e", json.dumps({"kitchen_tenants": only_platform, "kitchen_adapters": adapters}))
+    run = render(out, "-e", json.dumps({"kitchen_tenants": only_platform}))
     assert run.rc == 0, run.output
     names = [p.name for p in (out / "phase1" / "tenants").iterdir()]
     assert not [n for n in names if "kitchen-finance" in n]
