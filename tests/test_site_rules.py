@@ -242,6 +242,9 @@ LOCAL = load_site("inventories/local")
       "single host has kitchen_host.gpu)",
       "kitchen_lora.pvc_size: not supported on kitchen_platform podman: only openshift reads it (the adapter PVC)",
       "kitchen_models[0].serving.dtype: not supported on kitchen_platform podman: only openshift reads it (vLLM)"]),
+    (LOCAL, {"kitchen_tenants[0].quota": {"gpus": 1}},
+     ["kitchen_tenants[0].quota: not supported on kitchen_platform podman: only openshift reads it (the tenant's "
+      "ResourceQuota)"]),
     (LOCAL, {}, []),
     (SAMPLE, {}, []),
 ])

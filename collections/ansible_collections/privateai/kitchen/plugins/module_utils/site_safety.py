@@ -39,6 +39,10 @@ PLATFORM_ONLY = {
         "kitchen_models[].serving.gpu_memory_utilization": "vLLM",
         "kitchen_models[].serving.dtype": "vLLM",
         "kitchen_lora.pvc_size": "the adapter PVC",
+        # A single host's tenants are gateway consumers (phase 4): no project, quota or policy.
+        "kitchen_tenants[].quota": "the tenant's ResourceQuota",
+        "kitchen_tenants[].limits": "the tenant's LimitRange",
+        "kitchen_tenants[].allow_from_namespaces": "the tenant's NetworkPolicy",
     },
 }
 
