@@ -100,8 +100,7 @@ def test_removed_tenant_files_are_pruned(tmp_path):
     assert render(out).rc == 0
     site = yaml.safe_load((ROOT / SAMPLE / "group_vars" / "all" / "site.yml").read_text())
     only_platform = [t for t in site["kitchen_tenants"] if t["name"] == "kitchen-platform"]
-    adapters = [dict(a, tenants=["kitchen-platform"]) for a in site["kitchen_adapters"]]
-    run = render(out, "-e", json.dumps({"kitchen_tenants": only_platform, "kitchen_adapters": adapters}))
+    run = render(out, "-e", json.dumps({"kitchen_tenants": only_platform}))
     assert run.rc == 0, run.output
     names = [p.name for p in (out / "phase1" / "tenants").iterdir()]
     assert not [n for n in names if "kitchen-finance" in n]
@@ -115,7 +114,7 @@ def test_broken_inventory_stops_in_preflight_listing_every_mistake(tmp_path, ext
     out = tmp_path / "broken"
     run = render(out, *extra, inventory="tests/fixtures/inventories/broken")
     assert run.rc != 0
-    assert "Preflight found 16 problem(s); nothing was changed." in run.output
+    assert "Preflight found 17 problem(s); nothing was changed." in run.output
     for line in [
         "kitchen_models[0].pvc_size: '40' is not a valid quantity like 40Gi",
         "kitchen_models[1].name: required key is missing",

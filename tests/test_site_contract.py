@@ -10,8 +10,10 @@ from ansible_collections.privateai.kitchen.plugins.module_utils.quantity import 
 from ansible_collections.privateai.kitchen.plugins.module_utils.quantity import is_cpu as is_cpu_quantity
 from ansible_collections.privateai.kitchen.plugins.module_utils.quantity import is_size as is_storage_quantity
 from ansible_collections.privateai.kitchen.plugins.module_utils.site_contract import (
+    DEFERRED_SECRET,
     SECRET_PLACEHOLDER,
     is_plain_text_secret,
+    replace_secrets,
 )
 
 
@@ -46,6 +48,8 @@ def test_broken_inventory_reports_every_mistake(validator):
         "kitchen_gpu.enabled: 'yes' is a string, expected a boolean",
         "kitchen_images.vllm: 'quay.io/vllm/vllm-openai:latest' is not an image pinned by digest like "
         "registry.example.internal/vllm/vllm-openai@sha256:<64 hex>",
+        "kitchen_images.vllm: 'quay.io/vllm/vllm-openai:latest' is not in the internal registry: "
+        "expected an image below registry.acme.internal:5000",
         "kitchen_models[0].pvc_sise: unknown key (did you mean 'pvc_size'?)",
         "kitchen_models[0].pvc_size: '40' is not a valid quantity like 40Gi",
         "kitchen_models[0].source: 'hf://ibm-granite/granite-3.3-8b-instruct' is not a folder, s3://, pypi://, "
@@ -121,16 +125,12 @@ def test_external_storage_needs_an_endpoint(validator, sample):
         "kitchen_storage.endpoint: required key is missing (kitchen_storage.type is external)"]
 
 
-def test_insecure_registry_is_refused_on_openshift(validator, sample):
-    sample["kitchen_registry"]["insecure"] = True
-    assert messages(validator.violations(sample)) == [
-        "kitchen_registry.insecure: True is refused on openshift: serve the registry over TLS and trust kitchen_ca"]
-
-
-def test_adapter_tenants_must_exist(validator, sample):
-    sample["kitchen_adapters"][0]["tenants"] = ["kitchen-finanse"]
-    assert messages(validator.violations(sample)) == [
-        "kitchen_adapters[0].tenants[0]: 'kitchen-finanse' is not a tenant in kitchen_tenants (did you mean 'kitchen-finance'?)"]
+@pytest.mark.parametrize("inventory", ["inventories/openshift-sample", "inventories/local"])
+def test_an_insecure_registry_is_refused_on_every_platform(validator, inventory):
+    site = load_site(inventory)
+    site["kitchen_registry"]["insecure"] = True
+    assert messages(validator.violations(site)) == [
+        "kitchen_registry.insecure: True is refused: serve it over TLS with a certificate from kitchen_ca"]
 
 
 def test_inference_service_name_limit(validator, sample):
@@ -231,3 +231,56 @@ def test_the_public_view_carries_the_schema_defaults_and_no_secret(validator, sa
             node = node[part]
         assert str(node) not in text, "/".join(map(str, secret))
     assert view["storage"].get("secret_key") is None
+
+
+@pytest.mark.parametrize("path,value,expected", [
+    (("kitchen_models", 0, "pvc_size"), "0Gi", "kitchen_models[0].pvc_size: '0Gi' is zero, expected a size above zero like 40Gi"),
+    (("kitchen_storage", "size"), "0.0Ti", "kitchen_storage.size: '0.0Ti' is zero, expected a size above zero like 40Gi"),
+    (("kitchen_tenants", 0, "quota", "storage"), "0M",
+     "kitchen_tenants[0].quota.storage: '0M' is zero, expected a size above zero like 40Gi"),
+    (("kitchen_tenants", 0, "quota", "cpu"), "0",
+     "kitchen_tenants[0].quota.cpu: '0' is zero, expected a CPU quantity above zero like 500m or 4"),
+    (("kitchen_tenants", 0, "quota", "cpu"), "0m",
+     "kitchen_tenants[0].quota.cpu: '0m' is zero, expected a CPU quantity above zero like 500m or 4"),
+    (("kitchen_lora", "pvc_size"), "1Mi", None),
+    (("kitchen_tenants", 1, "quota", "cpu"), "1m", None),
+])
+def test_zero_sizes_and_quotas_are_refused(validator, sample, path, value, expected):
+    node = sample
+    for part in path[:-1]:
+        node = node.setdefault(part, {}) if isinstance(part, str) else node[part]
+    node[path[-1]] = value
+    assert messages(validator.violations(sample)) == ([expected] if expected else [])
+
+
+@pytest.mark.parametrize("path,value,expected", [
+    (("kitchen_adapters", 0, "versions"), ["1.0.0", "1.1.0", "1.0.0"],
+     ["kitchen_adapters[0].versions[2]: '1.0.0' is a duplicate of kitchen_adapters[0].versions[0]"]),
+    (("kitchen_gpu", "nodes"), ["gpu-1", "gpu-1", "gpu-1"],
+     ["kitchen_gpu.nodes[1]: 'gpu-1' is a duplicate of kitchen_gpu.nodes[0]",
+      "kitchen_gpu.nodes[2]: 'gpu-1' is a duplicate of kitchen_gpu.nodes[0]"]),
+    (("kitchen_tenants", 0, "groups", "admin"), ["ai-platform-admins", "ai-platform-admins"],
+     ["kitchen_tenants[0].groups.admin[1]: 'ai-platform-admins' is a duplicate of kitchen_tenants[0].groups.admin[0]"]),
+])
+def test_duplicates_in_lists_of_values_are_named(validator, sample, path, value, expected):
+    node = sample
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    assert messages(validator.violations(sample)) == expected
+
+
+def test_a_secret_is_never_echoed_by_the_transport_rules(validator, sample):
+    sample["kitchen_storage"]["secret_key"] = "http://not-a-url-but-a-secret"
+    assert messages(validator.violations(sample)) == []
+
+
+def test_secrets_are_replaced_before_templating_without_copying_the_rest(validator):
+    raw = load_site("inventories/openshift-sample")
+    deferred = replace_secrets(validator, raw)
+    assert deferred["kitchen_storage"]["access_key"] == deferred["kitchen_storage"]["secret_key"] == DEFERRED_SECRET
+    assert "lookup('ansible.builtin.password'" in raw["kitchen_storage"]["access_key"]  # the inventory untouched
+    assert deferred["kitchen_models"] is raw["kitchen_models"]  # no secret there: the value itself
+    assert messages(validator.violations(deferred)) == []  # the stand-in satisfies every secret's schema
+    whole = {"kitchen_storage": "{{ vault_storage }}"}
+    assert replace_secrets(validator, whole) == whole

@@ -9,6 +9,7 @@ import json
 
 from ansible.errors import AnsibleError
 from ansible.module_utils.common.text.converters import to_text
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.privateai.kitchen.plugins.module_utils.site_contract import (
@@ -16,13 +17,14 @@ from ansible_collections.privateai.kitchen.plugins.module_utils.site_contract im
     SiteValidator,
     Violation,
     load_schema,
+    replace_secrets,
 )
 
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = False
-    _VALID_ARGS = frozenset(("schema", "fail_on_violations", "derived"))
+    _VALID_ARGS = frozenset(("schema", "fail_on_violations", "derived", "secrets", "connected"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -40,17 +42,25 @@ class ActionModule(ActionBase):
         raw_site, site = {}, {}
         # The toolkit's own values derived from the site (role kitchen_defaults): not site keys.
         derived = set(args.get("derived") or [])
+        # secrets: false leaves every secret untemplated (a stand-in takes its place): a lookup
+        # that generates a password writes its file when templated, which a rejected run must not.
+        deferred = not boolean(args.get("secrets", True), strict=True)
         for name in sorted(k for k in task_vars if k.startswith(SITE_PREFIX) and k not in derived):
             raw_site[name] = task_vars[name]
             try:
-                templated = self._templar.template(task_vars[name])
+                value = task_vars[name]
+                if deferred:
+                    value = replace_secrets(validator, {name: value})[name]
+                templated = self._templar.template(value)
                 # Plain JSON types from here on: what the schema sees is what roles will get.
                 site[name] = json.loads(json.dumps(templated, default=to_text))
             except Exception as exc:  # pylint: disable=broad-except
                 # Say which variable failed and why; the message names variables, not values.
                 violations.append(Violation(name, "cannot be templated: %s" % to_text(exc).splitlines()[0]))
 
-        violations.extend(validator.violations(site, raw_site))
+        violations.extend(validator.violations(
+            site, raw_site, base_dir=task_vars.get("inventory_dir"),
+            connected=boolean(args.get("connected", False), strict=True)))
         violations = sorted(set(violations))
         result.update(
             changed=False,

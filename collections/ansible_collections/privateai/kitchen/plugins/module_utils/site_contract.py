@@ -14,8 +14,19 @@ from __future__ import annotations
 
 import copy
 
-from ansible_collections.privateai.kitchen.plugins.module_utils import quantity, site_rules
+from ansible_collections.privateai.kitchen.plugins.module_utils import (
+    quantity,
+    site_files,
+    site_limits,
+    site_rules,
+    site_safety,
+)
 from ansible_collections.privateai.kitchen.plugins.module_utils.site_rules import Violation, did_you_mean
+from ansible_collections.privateai.kitchen.plugins.module_utils.site_secrets import (  # noqa: F401 - public here
+    DEFERRED_SECRET,
+    is_plain_text_secret,
+    replace_secrets,
+)
 
 SITE_PREFIX = "kitchen_"
 SECRET_PLACEHOLDER = "<secret>"
@@ -81,6 +92,39 @@ def show_value(value, secret: bool = False) -> str:
     return repr(value)
 
 
+def _size_above_zero(value) -> bool:
+    """The storage-quantity format: a size with a unit, and more than nothing (a zero volume,
+    quota or bundle volume is never what a site means)."""
+    if not quantity.is_size(value):
+        return False
+    if quantity.to_bytes(value) == 0:
+        raise quantity.QuantityError("is zero, expected a size above zero like 40Gi")
+    return True
+
+
+def _cpu_above_zero(value) -> bool:
+    if not quantity.is_cpu(value):
+        return False
+    if quantity.to_cores(value) == 0:
+        raise quantity.QuantityError("is zero, expected a CPU quantity above zero like 500m or 4")
+    return True
+
+
+def _duplicate_items(parts, items, secret) -> list[Violation]:
+    """A violation per repeated item of a list of plain values, naming the first one."""
+    import json
+
+    seen, out = {}, []
+    for index, item in enumerate(items):
+        key = json.dumps(item, sort_keys=True, default=str)
+        if key in seen:
+            out.append(Violation(format_path(parts + [index]), "%s is a duplicate of %s" % (
+                show_value(item, secret), format_path(parts + [seen[key]]))))
+        else:
+            seen[key] = index
+    return out
+
+
 class SiteValidator:
     """Validates a site description (a dict of kitchen_* variables) against the schema."""
 
@@ -89,16 +133,19 @@ class SiteValidator:
 
         self.schema = schema
         checker = jsonschema.FormatChecker()
-        checker.checks("storage-quantity")(quantity.is_size)
-        checker.checks("cpu-quantity")(quantity.is_cpu)
+        checker.checks("storage-quantity", raises=quantity.QuantityError)(_size_above_zero)
+        checker.checks("cpu-quantity", raises=quantity.QuantityError)(_cpu_above_zero)
         validator_class = jsonschema.validators.validator_for(schema)
         validator_class.check_schema(schema)
         self._validator = validator_class(schema, format_checker=checker)
 
     # -- public -----------------------------------------------------------------------------
-    def violations(self, site: dict, raw_site: dict | None = None) -> list[Violation]:
+    def violations(self, site: dict, raw_site: dict | None = None, *, base_dir: str | None = None,
+                   connected: bool = False) -> list[Violation]:
         """Every violation of the site, sorted by path. `raw_site` is the untemplated
-        inventory data, used to catch plain-text secrets."""
+        inventory data, used to catch plain-text secrets. With `base_dir` (the inventory
+        folder, relative paths start there) the files the site names must exist: those the
+        closed side reads, and with `connected` those the bundle build reads too."""
         found: set[Violation] = set()
         known = set(self.schema.get("properties", {}))
         for name in site:
@@ -108,6 +155,11 @@ class SiteValidator:
         for error in self._validator.iter_errors(schema_site):
             found.update(self._explain(error))
         found.update(site_rules.violations(schema_site))
+        found.update(site_limits.violations(schema_site))
+        # Rules that show any value they refuse never see a secret.
+        found.update(site_safety.violations(self.without_secrets(schema_site)))
+        if base_dir is not None:
+            found.update(site_files.missing_files(schema_site, base_dir=base_dir, connected=connected))
         if raw_site is not None:
             found.update(self._plain_text_secrets(schema_site, raw_site))
         return sorted(found)
@@ -146,6 +198,8 @@ class SiteValidator:
                 _TYPE_NAMES.get(_json_type(value), _json_type(value)),
                 " or ".join(_TYPE_NAMES.get(t, t) for t in expected),
             ))]
+        if keyword == "format" and error.cause is not None:
+            return [Violation(path, "%s %s" % (show_value(value, secret), error.cause))]
         if keyword in ("pattern", "format"):
             expected = schema.get("x-expected") or ("matching %s" % error.validator_value)
             return [Violation(path, "%s is not %s" % (show_value(value, secret), expected))]
@@ -160,8 +214,8 @@ class SiteValidator:
             return [Violation(path, "needs at least %d item(s)" % error.validator_value)]
         if keyword == "minProperties":
             return [Violation(path, "needs at least %d key(s)" % error.validator_value)]
-        if keyword == "uniqueItems":
-            return [Violation(path, "has duplicate items")]
+        if keyword == "uniqueItems" and isinstance(value, list):
+            return _duplicate_items(parts, value, secret)
         if keyword == "minLength" and error.validator_value == 1:
             return [Violation(path, "must not be empty")]
         if keyword == "propertyNames":
@@ -200,16 +254,22 @@ class SiteValidator:
             data = [self._fill(item, schema["items"]) for item in data]
         return data
 
-    def public_view(self, site: dict) -> dict:
-        """The site with its defaults and without any secret value (writeOnly), keyed without
-        the kitchen_ prefix: what preflight publishes as the fact kitchen_site. Safe to show,
-        log or cache; roles take secrets from the inventory variables themselves."""
-        view = self.with_defaults({k: v for k, v in site.items() if k in self.schema.get("properties", {})})
+    def without_secrets(self, site: dict) -> dict:
+        """A copy of the site without any secret value (writeOnly)."""
+        view = copy.deepcopy(site)
         for parts in sorted(self.secret_paths(view), key=len, reverse=True):
             node = view
             for part in parts[:-1]:
                 node = node[part]
             del node[parts[-1]]
+        return view
+
+    def public_view(self, site: dict) -> dict:
+        """The site with its defaults and without any secret value (writeOnly), keyed without
+        the kitchen_ prefix: what preflight publishes as the fact kitchen_site. Safe to show,
+        log or cache; roles take secrets from the inventory variables themselves."""
+        view = self.without_secrets(self.with_defaults(
+            {k: v for k, v in site.items() if k in self.schema.get("properties", {})}))
         return {(k[len(SITE_PREFIX):] if k.startswith(SITE_PREFIX) else k): v for k, v in view.items()}
 
     # -- secrets ----------------------------------------------------------------------------
@@ -255,35 +315,3 @@ class SiteValidator:
                 out.append(Violation(format_path(parts), "plain-text secret in the inventory: "
                                      "encrypt it with ansible-vault or read it with a lookup"))
         return out
-
-
-def is_plain_text_secret(raw) -> bool:
-    """True for a literal string written in clear in an inventory file or on the command line."""
-    if not isinstance(raw, str):
-        return False
-    type_name = type(raw).__name__
-    if "Encrypted" in type_name or "Vault" in type_name:
-        return False  # inline !vault value
-    if "{{" in raw or "{%" in raw:
-        return False  # a lookup or a vault variable
-    origin = _origin_path(raw)
-    if origin and _is_vault_file(origin):
-        return False  # the whole vars file is vault-encrypted
-    return True
-
-
-def _origin_path(value):
-    try:  # ansible-core 2.19 data tagging records where each inventory value came from
-        from ansible._internal._datatag._tags import Origin  # pylint: disable=import-outside-toplevel
-    except ImportError:  # pragma: no cover - other ansible-core lines
-        return None
-    origin = Origin.get_tag(value)
-    return getattr(origin, "path", None) if origin else None
-
-
-def _is_vault_file(path) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(14) == b"$ANSIBLE_VAULT"
-    except OSError:
-        return False

@@ -24,31 +24,59 @@ def did_you_mean(word, candidates) -> str:
     return " (did you mean '%s'?)" % matches[0] if matches else ""
 
 
+# Every named list of the site and the key(s) that name its items: a second item with the same
+# name would silently replace the first in the objects the roles render.
+NAMED_LISTS = (
+    ("kitchen_registry.catalogs", ("name",)),
+    ("kitchen_registry.mirrors", ("source",)),
+    ("kitchen_tenants", ("name",)),
+    ("kitchen_models", ("name",)),
+    ("kitchen_adapters", ("name",)),
+    ("kitchen_bundle.images", ("name",)),
+    ("kitchen_bundle.models", ("name",)),
+    ("kitchen_bundle.adapters", ("name", "version")),
+    ("kitchen_bundle.eval_sets", ("name",)),
+    ("kitchen_bundle.ca_certificates", ("name",)),
+)
+
+
+def get_path(site: dict, dotted: str):
+    """site['a']['b'] for 'a.b'; None where a step is missing or not a mapping."""
+    node = site
+    for key in dotted.split("."):
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+def duplicates(items, path: str, keys) -> tuple[dict, list[Violation]]:
+    """({name: first index}, a violation per later item with the same name). `keys` name an
+    item together, e.g. ('name', 'version') for adapter versions."""
+    seen, out = {}, []
+    for index, item in enumerate(items if isinstance(items, list) else []):
+        if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in keys):
+            continue  # reported by the schema
+        name = tuple(item[k] for k in keys)
+        if name in seen:
+            where = "%s[%d].%s" % (path, index, keys[0])
+            shown = " ".join(map(repr, name)) if len(keys) > 1 else repr(name[0])
+            out.append(Violation(where, "%s is a duplicate of %s[%d]%s" % (
+                shown, path, seen[name], "" if len(keys) > 1 else "." + keys[0])))
+        else:
+            seen[name] = index
+    return {k[0] if len(keys) == 1 else k: v for k, v in seen.items()}, out
+
+
 def violations(site: dict) -> list[Violation]:
     """Every violation of the rules the schema cannot express (names, references, needs)."""
     out: list[Violation] = []
-
-    def names_of(var):
-        items = site.get(var)
-        if not isinstance(items, list):
-            return None  # reported by the schema; no cascade of reference errors
-        seen = {}
-        for index, item in enumerate(items):
-            name = item.get("name") if isinstance(item, dict) else None
-            if not isinstance(name, str):
-                continue
-            if name in seen:
-                out.append(Violation(
-                    "%s[%d].name" % (var, index),
-                    "%r is a duplicate of %s[%d].name" % (name, var, seen[name]),
-                ))
-            else:
-                seen[name] = index
-        return seen
-
-    models = names_of("kitchen_models")
-    names_of("kitchen_adapters")  # duplicates only
-    tenants = names_of("kitchen_tenants")
+    names = {}
+    for path, keys in NAMED_LISTS:
+        items = get_path(site, path)
+        # None: not a list (reported by the schema), so no cascade of reference errors.
+        found, dups = duplicates(items, path, keys)
+        names[path] = found if isinstance(items, list) else None
+        out.extend(dups)
+    models, tenants = names["kitchen_models"], names["kitchen_tenants"]
 
     def must_reference(path, value, known, what):
         if known is not None and isinstance(value, str) and value not in known:
@@ -69,9 +97,14 @@ def violations(site: dict) -> list[Violation]:
         if isinstance(versions, list) and isinstance(serving, str) and serving not in versions:
             out.append(Violation("kitchen_adapters[%d].serving_version" % index,
                                  "%r is not one of its versions: %s" % (serving, ", ".join(map(str, versions)))))
-        for t_index, tenant in enumerate(adapter.get("tenants") or []):
-            must_reference("kitchen_adapters[%d].tenants[%d]" % (index, t_index), tenant, tenants,
-                           "a tenant in kitchen_tenants")
+        # The phase 3 gate reads <eval set name>/<file> from the bundle: the set must be carried.
+        eval_set, bundle = adapter.get("eval_set"), site.get("kitchen_bundle")
+        carried = names["kitchen_bundle.eval_sets"]
+        if carried is None and isinstance(bundle, dict) and "eval_sets" not in bundle:
+            carried = {}
+        if isinstance(eval_set, str):
+            must_reference("kitchen_adapters[%d].eval_set" % index, eval_set.partition("/")[0], carried,
+                           "an eval set in kitchen_bundle.eval_sets")
 
     out.extend(_bundle_references(site, models, must_reference))
     out.extend(_openshift_needs(site))
@@ -79,11 +112,8 @@ def violations(site: dict) -> list[Violation]:
     storage = site.get("kitchen_storage")
     if isinstance(storage, dict) and storage.get("type") == "external" and not storage.get("endpoint"):
         out.append(Violation("kitchen_storage.endpoint", "required key is missing (kitchen_storage.type is external)"))
-    registry = site.get("kitchen_registry")
-    if site.get("kitchen_platform") == "openshift" and isinstance(registry, dict) and registry.get("insecure") is True:
-        out.append(Violation("kitchen_registry.insecure",
-                             "True is refused on openshift: serve the registry over TLS and trust kitchen_ca"))
     return out
+
 
 def _bundle_references(site: dict, models, must_reference) -> list[Violation]:
     """What the bundle carries must be something the site serves: a model of
