@@ -62,8 +62,10 @@ def _free_port_pair():
 
 
 class SeaweedS3:
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, iam=False):
+        """iam: its embedded IAM API takes users and policies (CreateUser, PutUserPolicy)."""
         self.folder = folder
+        self.iam = iam
         self.tls = make_ca_and_server_cert(folder)
         self.port = _free_port_pair()
         self.endpoint = "https://127.0.0.1:%d" % self.port
@@ -86,7 +88,8 @@ class SeaweedS3:
              "-s3", "-s3.port=%d" % self.port, "-s3.config=%s" % config,
              # fixed-port side services would collide when several servers run at once
              "-s3.port.iceberg=0", "-s3.port.lance=0",
-             "-s3.cert.file=%s" % self.tls["cert"], "-s3.key.file=%s" % self.tls["key"]],
+             "-s3.cert.file=%s" % self.tls["cert"], "-s3.key.file=%s" % self.tls["key"]]
+            + (["-s3.iam.readOnly=false"] if self.iam else []),
             stdout=open(self.folder / "weed.log", "wb"), stderr=subprocess.STDOUT)
         client = self.client()
         deadline = time.monotonic() + 60
@@ -100,10 +103,10 @@ class SeaweedS3:
                     raise RuntimeError("SeaweedFS did not start: see %s" % (self.folder / "weed.log"))
                 time.sleep(0.5)
 
-    def client(self):
+    def client(self, service="s3", access_key=ACCESS_KEY, secret_key=SECRET_KEY):
         import boto3
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY,
-                            aws_secret_access_key=SECRET_KEY, region_name="us-east-1", verify=str(self.tls["ca"]))
+        return boto3.client(service, endpoint_url=self.endpoint, aws_access_key_id=access_key,
+                            aws_secret_access_key=secret_key, region_name="us-east-1", verify=str(self.tls["ca"]))
 
     def buckets(self):
         return sorted(b["Name"] for b in self.client().list_buckets().get("Buckets", []))

@@ -31,12 +31,12 @@ def run_minio(tmp_path, s3_server, ca_file, *args):
 def test_buckets_are_created_once(tmp_path, s3_server):
     first = run_minio(tmp_path, s3_server, s3_server.tls["ca"])
     assert first.rc == 0, first.output
-    assert {"kitchen-models", "kitchen-lora", "kitchen-eval"} <= set(s3_server.buckets())
+    assert {"kitchen-models", "kitchen-lora", "kitchen-eval", "kitchen-tenant-data"} <= set(s3_server.buckets())
     second = run_minio(tmp_path, s3_server, s3_server.tls["ca"])
     assert second.rc == 0, second.output
     assert second.recap()["changed"] == 0
     assert SECRET_KEY not in first.output + second.output
-    connection = yaml.safe_load((tmp_path / "render" / "phase1" / "minio" /
+    connection = yaml.safe_load((tmp_path / "render.secrets" / "phase1" / "minio" /
                                  "secret_kitchen-finance_aws-connection-kitchen-s3.yaml").read_text())
     assert connection["stringData"]["AWS_S3_ENDPOINT"] == s3_server.endpoint
     assert connection["metadata"]["labels"]["opendatahub.io/managed"] == "true"

@@ -72,7 +72,8 @@ def test_new_weights_fill_again_under_a_new_name_and_the_old_job_leaves_the_tree
     out, manifests = sample
     (fill,) = jobs(manifests, "-fill-")
     models = load_site(SAMPLE)["kitchen_models"]
-    models[0]["source"] = models[0]["source"] + "-next"
+    repository, commit = models[0]["source"].rsplit("@", 1)
+    models[0]["source"] = "%s@%s" % (repository, commit[::-1])  # another pinned revision
     again = render(out, "-e", json.dumps({"kitchen_models": models}))
     (refill,) = jobs(again, "-fill-")
     assert refill["metadata"]["name"] != fill["metadata"]["name"]

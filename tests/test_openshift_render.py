@@ -5,6 +5,7 @@ resolved, every image by digest, and no secret in the output of the run."""
 from collections import Counter
 
 import pytest
+import yaml
 
 from conftest import ROOT, crd_dir, load_site, run_playbook, tree_digest
 
@@ -29,10 +30,11 @@ def render_site(out, *args):
 
 @pytest.fixture(scope="module")
 def site_render(tmp_path_factory):
-    out = tmp_path_factory.mktemp("site")
+    """The GitOps tree, the run, and every object rendered: the tree's and the Secrets apart."""
+    out = tmp_path_factory.mktemp("site") / "tree"
     run = render_site(out)
     assert run.rc == 0, run.output
-    return out, run, [doc for _, doc in load_tree(str(out))]
+    return out, run, [doc for _, doc in load_tree(str(out)) + load_tree(str(out) + ".secrets")]
 
 
 def test_every_roadmap_object_is_rendered(site_render):
@@ -56,8 +58,25 @@ def test_everything_is_strictly_valid(site_render):
     out, _, manifests = site_render
     crds = CrdCatalog(str(crd_dir()))
     count, errors = validate_tree(str(out), "1.31", crds)
-    assert count == len(manifests)
-    assert [str(e) for e in errors] == []
+    secrets, secret_errors = validate_tree(str(out) + ".secrets", "1.31", crds)
+    assert count + secrets == len(manifests)
+    assert [str(e) for e in errors + secret_errors] == []
+
+
+def test_no_secret_enters_the_gitops_tree(site_render):
+    out, _, manifests = site_render
+    assert [m["kind"] for _, m in load_tree(str(out)) if m["kind"] == "Secret"] == []
+    apart = {m["kind"] for _, m in load_tree(str(out) + ".secrets")}
+    assert apart == {"Secret"}
+    values = [v for m in manifests if m["kind"] == "Secret" for k, v in (m.get("stringData") or {}).items()
+              if k.endswith(("KEY", "KEY_ID", "PASSWORD", "_USER")) or k.endswith(("-key",))]
+    text = "".join(p.read_text() for p in out.rglob("*") if p.is_file())
+    assert values and [v for v in values if v in text] == []
+    # Every kustomization lists exactly the files beside it (the GitOps tool builds them).
+    for kustomization in out.rglob("kustomization.yaml"):
+        listed = yaml.safe_load(kustomization.read_text())["resources"]
+        beside = sorted(p.name for p in kustomization.parent.iterdir() if p.name != "kustomization.yaml")
+        assert sorted(listed) == beside, kustomization
 
 
 def test_every_reference_resolves(site_render):

@@ -114,13 +114,15 @@ def test_broken_inventory_stops_in_preflight_listing_every_mistake(tmp_path, ext
     out = tmp_path / "broken"
     run = render(out, *extra, inventory="tests/fixtures/inventories/broken")
     assert run.rc != 0
-    assert "Preflight found 17 problem(s); nothing was changed." in run.output
+    assert "Preflight found 18 problem(s); nothing was changed." in run.output
     for line in [
         "kitchen_models[0].pvc_size: '40' is not a valid quantity like 40Gi",
         "kitchen_models[1].name: required key is missing",
         "kitchen_tenant: unknown site variable (did you mean 'kitchen_tenants'?)",
         "kitchen_adapters[1].name: 'helpdesk' is a duplicate of kitchen_adapters[0].name",
         "kitchen_gpu.enabled: 'yes' is a string, expected a boolean",
+        "kitchen_models[0].source: 'hf://ibm-granite/granite-3.3-8b-instruct' is not a folder, s3://, pypi://, "
+        "hf://<org>/<repo>@<40-hex commit> (not a branch like main)",
     ]:
         assert line in run.output
     assert "hunter2" not in run.output  # the plain-text secret is named, not shown

@@ -18,7 +18,8 @@ BROKEN = {
     "kitchen_images": {"vllm": "quay.io/vllm/vllm-openai@sha256:" + "4" * 64,
                        "model_loader": "registry.acme.internal:5000/kitchen/model-loader@sha256:" + "5" * 64,
                        "smoke_test": "registry.acme.internal:5000/redhat/ubi9/python-311@sha256:" + "1" * 64,
-                       "minio": "registry.acme.internal:5000/minio/minio@sha256:" + "9" * 64},
+                       "minio": "registry.acme.internal:5000/minio/minio@sha256:" + "9" * 64,
+                       "minio_client": "registry.acme.internal:5000/minio/mc@sha256:" + "2" * 64},
     "kitchen_ca": {"name": "acme-root-ca", "bundle_file": "files/missing-ca.pem"},
 }
 

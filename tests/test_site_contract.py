@@ -118,11 +118,20 @@ def test_plain_text_secret_detection():
     assert not is_plain_text_secret(None)
 
 
-def test_external_storage_needs_an_endpoint(validator, sample):
+def test_external_storage_needs_an_endpoint_and_each_tenants_keys(validator, sample):
     sample["kitchen_storage"]["type"] = "external"
     del sample["kitchen_storage"]["endpoint"]
     assert messages(validator.violations(sample)) == [
-        "kitchen_storage.endpoint: required key is missing (kitchen_storage.type is external)"]
+        "kitchen_storage.endpoint: required key is missing (kitchen_storage.type is external)"] + [
+        "kitchen_storage.tenant_credentials.%s: required: an external object store needs each tenant's own keys "
+        "(read-only on models, adapters and eval, read-write on its prefix '%s/' of the tenant-data bucket)"
+        % (tenant, tenant) for tenant in ("kitchen-finance", "kitchen-platform")]
+    sample["kitchen_storage"]["endpoint"] = "https://s3.acme.internal"
+    sample["kitchen_storage"]["tenant_credentials"] = {
+        tenant: {"access_key": "AK" + tenant, "secret_key": "secret-of-" + tenant}
+        for tenant in ("kitchen-finance", "kitchen-platform", "kitchen-hr")}
+    assert messages(validator.violations(sample)) == [
+        "kitchen_storage.tenant_credentials.kitchen-hr: 'kitchen-hr' is not a tenant in kitchen_tenants"]
 
 
 @pytest.mark.parametrize("inventory", ["inventories/openshift-sample", "inventories/local"])

@@ -7,6 +7,7 @@ from ansible_collections.privateai.kitchen.plugins.module_utils.manifest_jobs im
     named_by_content,
     replaced_jobs,
 )
+from ansible_collections.privateai.kitchen.plugins.module_utils.storage_access import tenant_s3_policy
 from ansible_collections.privateai.kitchen.plugins.module_utils.manifest_render import (
     gpu_capacity,
     gpu_node_report,
@@ -48,4 +49,5 @@ class FilterModule:
             "gpu_node_report": gpu_node_report,
             "named_by_content": named_by_content,
             "replaced_jobs": replaced_jobs,
+            "tenant_s3_policy": tenant_s3_policy,
         }

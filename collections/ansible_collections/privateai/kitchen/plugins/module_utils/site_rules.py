@@ -9,6 +9,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
+from ansible_collections.privateai.kitchen.plugins.module_utils.storage_access import tenant_credential_problems
+
 
 @dataclass(frozen=True, order=True)
 class Violation:
@@ -155,6 +157,7 @@ def _openshift_needs(site: dict) -> list[Violation]:
     needed_images = dict(_OPENSHIFT_IMAGES)
     if storage.get("type") == "minio":
         needed_images["minio"] = "kitchen_storage.type minio deploys it"
+        needed_images["minio_client"] = "kitchen_storage.type minio creates each tenant's S3 user and policy with its mc"
     if not isinstance(images, dict):
         if images is None:
             out.append(Violation("kitchen_images", "required site variable is missing (needed when kitchen_platform is openshift)"))
@@ -169,7 +172,10 @@ def _openshift_needs(site: dict) -> list[Violation]:
             if key not in storage:
                 out.append(Violation("kitchen_storage.%s" % key, "required key is missing (%s)" % (
                     "kitchen_storage.type minio on openshift" if key == "tls_secret"
-                    else "the data connections of OpenShift AI need it")))
+                    else "the platform writes models and adapters with it")))
+        tenants = [t.get("name") for t in site.get("kitchen_tenants") or [] if isinstance(t, dict)]
+        out += [Violation(path, message) for path, message in tenant_credential_problems(
+            storage_type=storage.get("type"), tenants=tenants, credentials=storage.get("tenant_credentials"))]
     registry = site.get("kitchen_registry") if isinstance(site.get("kitchen_registry"), dict) else {}
     catalogs = {c.get("name") for c in registry.get("catalogs") or [] if isinstance(c, dict)}
     operators = site.get("kitchen_operators")

@@ -11,7 +11,11 @@ description:
     C(kustomization.yaml) listing them, and keeps C(<root>/<phase>/kustomization.yaml) listing
     the phase's components, so Argo CD can consume a phase or a component.
   - Deterministic, so a second render with the same input changes nothing and is byte-identical.
-    Files are replaced atomically. Secrets get mode 0600 and are left out of C(--diff).
+    Files are replaced atomically.
+  - Secrets never enter the GitOps tree; they are written apart, to
+    C(<secrets_root>/<phase>/<component>/), mode 0600 in folders of mode 0700, listed by no
+    kustomization, left out of C(--diff), with a C(.gitignore) of C(*) at I(secrets_root) so Git
+    never takes them even inside a work tree.
   - Removes files of the component that are no longer rendered (I(prune)).
   - Runs on the controller; check mode reports what would change and writes nothing.
 version_added: 0.1.0
@@ -24,6 +28,10 @@ options:
     required: true
   root:
     description: Render root (kitchen_render_dir).
+    type: path
+    required: true
+  secrets_root:
+    description: Where Secrets are written instead; must lie outside I(root).
     type: path
     required: true
   phase:
@@ -50,6 +58,7 @@ EXAMPLES = r"""
   privateai.kitchen.render_manifests:
     manifests: "{{ __tenants_manifests }}"
     root: /srv/gitops/acme-dc1
+    secrets_root: /srv/kitchen-secrets/acme-dc1
     phase: phase1
     component: tenants
 """
@@ -69,8 +78,13 @@ written:
   type: list
   elements: str
   returned: always
+secrets:
+  description: Paths of the Secret files written apart from the tree.
+  type: list
+  elements: str
+  returned: always
 removed:
-  description: Files (relative to root) that were removed as no longer rendered.
+  description: Files (relative to root; secrets by their full path) removed as no longer rendered.
   type: list
   elements: str
   returned: always
