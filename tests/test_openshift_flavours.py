@@ -249,7 +249,7 @@ def test_switch_script_fails_when_the_server_refuses_an_adapter(tmp_path):
     assert api.loaded == {"helpdesk": "/mnt/lora/helpdesk/1.1.0"}  # what loaded before the refusal stays
 
 
-from test_emulator import emulator, site_vars  # noqa: E402,F401 - the emulator fixture
+from test_emulator import site_vars  # noqa: E402
 
 
 def cluster_flavours(kubeconfig):
