@@ -267,11 +267,22 @@ def _validator(schema):
     return _VALIDATORS[id(schema)][1]
 
 
-def schema_errors(obj, schema):
-    """The field errors of a (pruned) custom resource against its version's openAPIV3Schema."""
+def _unchanged(error, old):
+    """Validation ratcheting (CRDValidationRatcheting, on by default since 1.30): an update may
+    keep a value the schema rejects if it leaves it as it was (e.g. a status a controller set)."""
+    path = tuple(error.absolute_path)
+    if error.validator == "required":
+        return all(get(old, path + (name,)) is MISSING for name in error.validator_value
+                   if name not in (error.instance or {}))
+    return get(old, path) == error.instance
+
+
+def schema_errors(obj, schema, old=None):
+    """The field errors of a (pruned) custom resource against its version's openAPIV3Schema;
+    on an update (old), only those of the values it changes."""
     body = {key: value for key, value in obj.items() if key not in UNGOVERNED}
     errors = sorted(_validator(schema).iter_errors(body), key=lambda e: ([str(k) for k in e.absolute_path], e.validator))
-    return [_schema_cause(error) for error in errors]
+    return [_schema_cause(error) for error in errors if old is None or not _unchanged(error, old)]
 
 
 # ---------------------------------------------------------------------------------------------

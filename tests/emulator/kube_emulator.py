@@ -2,14 +2,17 @@
 """A Kubernetes API emulator for the OpenShift scenarios: kmock's KubernetesEmulator, with
 discovery for the core kinds, every CRD in the CRD folder and the OLM/MCO kinds the roles read,
 plus a thin layer that closes the gaps between kmock 0.8 and a real API server for what
-kubernetes.core relies on (see molecule/emulator/README.md):
+kubernetes.core relies on (see molecule/openshift-emulator/README.md):
 
 1. server-side apply (PATCH application/apply-patch+yaml) of an object that does not exist
    creates it, as a real API server does (kmock answers 404);
 2. list responses carry `kind: <Kind>List` and `apiVersion` (k8s_info needs them);
 3. dry-run requests (`?dryRun=All`, what check mode sends) answer with the would-be object and
    change nothing;
-4. objects get metadata.uid, creationTimestamp and resourceVersion, bumped on change only.
+4. objects get metadata.uid, creationTimestamp and resourceVersion, bumped on change only;
+5. writes are refused as a real API server refuses them (api_rules.py): immutable fields,
+   custom resources against their CRD's schema, server-side apply conflicts between field
+   managers; with the server's status codes and Status bodies.
 
 Readiness is simulated by a small controller loop that sets status fields the way the real
 controllers would (Deployment Available, Job Complete, InferenceService Ready, CSV Succeeded
@@ -190,7 +193,7 @@ class KitchenEmulator(kmock.KubernetesEmulator):
                 raise api_rules.bad_request("strict decoding error: " + ", ".join(unknown))
             if directive == "Warn":
                 warnings += unknown
-            causes += api_rules.schema_errors(new, schema)
+            causes += api_rules.schema_errors(new, schema, old)
         if old is not None:
             causes += api_rules.update_errors(resource.group, kind, old, new)
         if causes:
