@@ -1,6 +1,7 @@
 """Shared helpers: paths, the site contract, and running real ansible-playbook."""
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -135,3 +136,26 @@ def s3_server(tmp_path_factory):
     server = SeaweedS3(tmp_path_factory.mktemp("s3")).start()
     yield server
     server.stop()
+
+
+EMULATOR = ROOT / "tests" / "emulator" / "kube_emulator.py"
+
+
+@pytest.fixture
+def emulator(tmp_path, request):
+    """The Kubernetes API emulator (tests/emulator), started for one test; indirect parameters:
+    nodes {name: GPUs}, never_ready [Kind/namespace/name], eval_scores {flavour@version: rate}."""
+    options = getattr(request, "param", {})
+    kubeconfig = tmp_path / "kubeconfig"
+    args = [sys.executable, str(EMULATOR), "--crd-dir", str(crd_dir()), "--kubeconfig", str(kubeconfig)]
+    for node, gpus in options.get("nodes", {"gpu-node-1.acme.internal": 1, "gpu-node-2.acme.internal": 1}).items():
+        args += ["--node", "%s=%d" % (node, gpus)]
+    for target in options.get("never_ready", []):
+        args += ["--never-ready", target]
+    for candidate, rate in options.get("eval_scores", {}).items():
+        args += ["--eval-score", "%s=%s" % (candidate, rate)]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=open(tmp_path / "emulator.log", "wb"), text=True)
+    url = json.loads(process.stdout.readline())["url"]
+    yield {"kubeconfig": kubeconfig, "url": url}
+    process.terminate()
+    process.wait(timeout=10)

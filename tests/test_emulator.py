@@ -2,37 +2,16 @@
 the timeout messages a user sees when something never becomes ready."""
 
 import json
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 
 import pytest
 
-from conftest import ROOT, crd_dir, run_playbook
+from conftest import ROOT, run_playbook
 
 pytestmark = pytest.mark.playbook
 SAMPLE = "inventories/openshift-sample"
-EMULATOR = ROOT / "tests" / "emulator" / "kube_emulator.py"
-
-
-@pytest.fixture
-def emulator(tmp_path, request):
-    options = getattr(request, "param", {})
-    kubeconfig = tmp_path / "kubeconfig"
-    args = [sys.executable, str(EMULATOR), "--crd-dir", str(crd_dir()), "--kubeconfig", str(kubeconfig)]
-    for node, gpus in options.get("nodes", {"gpu-node-1.acme.internal": 1, "gpu-node-2.acme.internal": 1}).items():
-        args += ["--node", "%s=%d" % (node, gpus)]
-    for target in options.get("never_ready", []):
-        args += ["--never-ready", target]
-    for candidate, rate in options.get("eval_scores", {}).items():
-        args += ["--eval-score", "%s=%s" % (candidate, rate)]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=open(tmp_path / "emulator.log", "wb"), text=True)
-    url = json.loads(process.stdout.readline())["url"]
-    yield {"kubeconfig": kubeconfig, "url": url}
-    process.terminate()
-    process.wait(timeout=10)
 
 
 def site_vars(kubeconfig, timeout=60):

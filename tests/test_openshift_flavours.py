@@ -322,7 +322,7 @@ def test_the_taste_test_asks_over_verified_tls_with_its_token(auth_proxy):
     assert result["ok"] is False and "401" in result["error"]
 
 
-from test_emulator import emulator, site_vars  # noqa: E402,F401 - the emulator fixture
+from test_emulator import site_vars  # noqa: E402
 
 
 def cluster_flavours(kubeconfig):

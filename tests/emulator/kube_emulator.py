@@ -2,14 +2,17 @@
 """A Kubernetes API emulator for the OpenShift scenarios: kmock's KubernetesEmulator, with
 discovery for the core kinds, every CRD in the CRD folder and the OLM/MCO kinds the roles read,
 plus a thin layer that closes the gaps between kmock 0.8 and a real API server for what
-kubernetes.core relies on (see molecule/emulator/README.md):
+kubernetes.core relies on (see molecule/openshift-emulator/README.md):
 
 1. server-side apply (PATCH application/apply-patch+yaml) of an object that does not exist
    creates it, as a real API server does (kmock answers 404);
 2. list responses carry `kind: <Kind>List` and `apiVersion` (k8s_info needs them);
 3. dry-run requests (`?dryRun=All`, what check mode sends) answer with the would-be object and
    change nothing;
-4. objects get metadata.uid, creationTimestamp and resourceVersion, bumped on change only.
+4. objects get metadata.uid, creationTimestamp and resourceVersion, bumped on change only;
+5. writes are refused as a real API server refuses them (api_rules.py): immutable fields,
+   custom resources against their CRD's schema, server-side apply conflicts between field
+   managers; with the server's status codes and Status bodies.
 
 Readiness is simulated by a small controller loop that sets status fields the way the real
 controllers would (Deployment Available, Job Complete, InferenceService Ready, CSV Succeeded
@@ -35,8 +38,11 @@ import uuid
 import aiohttp.web
 import attrs
 import kmock
+import multidict
 import yaml
 from kmock._internal import enums
+
+import api_rules
 
 EXTRA_RESOURCES = [
     # group/version/plural, kind, namespaced: kinds the roles read that have no CRD file here.
@@ -50,17 +56,6 @@ def now():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _merge(base, patch):
-    """What kmock does on patch: dicts merge, everything else is replaced."""
-    out = copy.deepcopy(base)
-    for key, value in patch.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 @attrs.define(kw_only=True)
 class KitchenEmulator(kmock.KubernetesEmulator):
     never_ready: set = attrs.field(factory=set)
@@ -69,6 +64,10 @@ class KitchenEmulator(kmock.KubernetesEmulator):
     _version: int = attrs.field(default=1000, init=False)
     # Pod logs by (namespace, pod): what the simulated taste-test pods print.
     pod_logs: dict = attrs.field(factory=dict, init=False)
+    # openAPIV3Schema of each served custom resource version, by resource.
+    schemas: dict = attrs.field(factory=dict, init=False)
+    # Field owners of each object: {manager key: paths}, see api_rules.apply.
+    _owners: dict = attrs.field(factory=dict, init=False)
 
     def _bump(self):
         self._version += 1
@@ -95,19 +94,10 @@ class KitchenEmulator(kmock.KubernetesEmulator):
         if request.resource is not None and request.action == enums.action.FETCH and request.resource.plural == "namespaces":
             found = self._find(request.resource, None, request.name)
             return self._json(found.raw) if found is not None else self._not_found(request)
-        if request.resource is not None and request.action in (enums.action.CREATE, enums.action.UPDATE):
-            data = request.data if isinstance(request.data, dict) else {}
-            name = request.name or (data.get("metadata") or {}).get("name")
-            namespace = request.namespace or (data.get("metadata") or {}).get("namespace")
-            existing = self._find(request.resource, namespace, name)
-            if request.params.get("dryRun"):  # gap 3
-                return self._json(_merge(existing.raw, data) if existing is not None else data)
-            if request.action == enums.action.UPDATE:  # gaps 1 and 4: apply or merge-patch
-                return await self._patch(request.resource, namespace, name, data, existing)
-            meta = data.setdefault("metadata", {})
-            meta.setdefault("uid", str(uuid.uuid4()))
-            meta.setdefault("creationTimestamp", now())
-            meta["resourceVersion"] = self._bump()
+        if self._is_write(request):
+            return await self._write(request)
+        if request.resource is not None and request.action == enums.action.DELETE and request.name:
+            self._owners.pop((request.resource, request.namespace, request.name), None)
         return await super()._handle(request)
 
     def _namespace_object(self, request):
@@ -120,24 +110,143 @@ class KitchenEmulator(kmock.KubernetesEmulator):
         return attrs.evolve(request, resource=kmock.resource("", "v1", "namespaces"), namespace=None,
                             name=match.group(1), action=action)
 
-    async def _patch(self, resource, namespace, name, data, existing):
-        key = (resource, namespace, name)
-        async with self._lock:
-            if existing is None:
-                data.setdefault("metadata", {}).update(uid=str(uuid.uuid4()), creationTimestamp=now(),
-                                                      resourceVersion=self._bump(), generation=1)
-                self._objects[key] = data
-                await self._buses[resource].put({"type": "ADDED", "object": self._objects[key].raw})
-                return self._json(self._objects[key].raw, status=201)
-            merged = _merge(existing.raw, data)
-            if merged != existing.raw:  # the version moves only on a real change, as on a server
-                existing.patch(_merge(data, {"metadata": {"resourceVersion": self._bump()}}))
-                await self._buses[resource].put({"type": "MODIFIED", "object": existing.raw})
-            return self._json(existing.raw)
+    @staticmethod
+    def _method(request):
+        return str(request.method.value).upper()
+
+    def _is_write(self, request):
+        """A create, replace or patch of a whole object: served here, with the refusals of a
+        real API server (api_rules.py). Subresources keep kmock's own handling."""
+        if request.resource is None or request.subresource is not None:
+            return False
+        method = self._method(request)
+        return (method == "POST" and request.name is None) or (method in ("PUT", "PATCH") and request.name is not None)
+
+    async def _write(self, request):
+        data = request.data if isinstance(request.data, dict) else {}
+        meta = data.get("metadata") or {}
+        key = (request.resource, request.namespace or meta.get("namespace"), request.name or meta.get("name"))
+        try:
+            if self._method(request) != "POST":
+                api_rules.identity_errors(request.name, request.namespace, data)
+            async with self._lock:
+                existing = self._find(*key)
+                new, owners, warnings = self._would_be(request, key, existing, copy.deepcopy(data))
+                status = 201 if existing is None else 200
+                if request.params.get("dryRun"):  # gap 3: the would-be object, nothing stored
+                    return self._json(new, status=status, warnings=warnings)
+                stored = await self._store(key, existing, new)
+                self._owners[key] = owners
+                return self._json(stored, status=status, warnings=warnings)
+        except api_rules.Refused as refusal:
+            return self._json(refusal.body, status=refusal.body["code"])
+
+    def _would_be(self, request, key, existing, data):
+        """The object a write would leave, its field owners and the warnings; or Refused."""
+        method, resource = self._method(request), request.resource
+        old = copy.deepcopy(existing.raw) if existing is not None else None
+        owners = self._owners.get(key, {}) if old is not None else {}
+        api_version = "%s/%s" % (resource.group, resource.version) if resource.group else resource.version
+        # Without ?fieldManager the manager of an update is the client's User-Agent up to "/".
+        manager = request.params.get("fieldManager") or request.headers.get("User-Agent", "unknown").split("/")[0]
+        if method == "POST" and old is not None:
+            raise self._already_exists(resource, old)
+        if method != "POST" and old is None and "apply-patch" not in request.headers.get("Content-Type", ""):
+            raise api_rules.Refused(404, "NotFound", "%s %s not found" % (
+                api_rules.group_resource(resource.group, resource.plural), json.dumps(request.name)),
+                {"name": request.name, "group": resource.group, "kind": resource.plural})
+        if method == "PATCH" and "apply-patch" in request.headers.get("Content-Type", ""):
+            if not request.params.get("fieldManager"):
+                raise api_rules.invalid("meta.k8s.io", "PatchOptions", "", [api_rules.cause(
+                    "FieldValueRequired", "fieldManager", "Required value: is required for apply patch")])
+            force = str(request.params.get("force", "")).lower() in ("true", "1")
+            new, owners = api_rules.apply(old, data, owners, manager, force)  # gap 1: creates if missing
+        else:
+            if method == "PUT":
+                self._check_version(resource, old, data)
+                new = data
+            else:
+                new = api_rules.merge(old, data, nulls_remove=True) if old is not None else data
+            owners = api_rules.update(old, new, owners, manager, api_version)
+        warnings = self._admit(request, old, new)
+        self._stamp(old, new)
+        return new, owners, warnings
+
+    def _kind(self, resource, obj):
+        info = self._resources[resource] if resource in self._resources else None
+        return getattr(info, "kind", None) or obj.get("kind")
+
+    def _admit(self, request, old, new):
+        """What the API server checks of the object a write leaves: the structural schema of a
+        custom resource (pruning unknown fields, then validation) and immutable fields."""
+        resource, warnings = request.resource, []
+        kind, name = self._kind(resource, new), (new.get("metadata") or {}).get("name")
+        causes = []
+        schema = self.schemas.get(resource)
+        if schema is not None:
+            unknown = ['unknown field "%s"' % api_rules.dotted(path) for path in api_rules.prune(new, schema)]
+            # fieldValidation: an empty directive is Warn (apiserver handlers/rest.go
+            # fieldValidation()): unknown fields are dropped with a warning. kubernetes.core sends
+            # none; kubectl sends Strict (its --validate=strict default), which refuses them.
+            directive = request.params.get("fieldValidation") or "Warn"
+            if unknown and directive == "Strict":
+                raise api_rules.bad_request("strict decoding error: " + ", ".join(unknown))
+            if directive == "Warn":
+                warnings += unknown
+            causes += api_rules.schema_errors(new, schema, old)
+        if old is not None:
+            causes += api_rules.update_errors(resource.group, kind, old, new)
+        if causes:
+            raise api_rules.invalid(resource.group, kind, name, causes)
+        return warnings
+
+    def _stamp(self, old, new):
+        """Server-owned metadata: set on create, kept on update (resourceVersion in _store)."""
+        meta = new.setdefault("metadata", {})
+        if old is None:
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta.setdefault("creationTimestamp", now())
+            meta["generation"] = 1
+            return
+        for field in ("uid", "creationTimestamp", "generation", "resourceVersion"):
+            if field in old.get("metadata", {}):
+                meta[field] = old["metadata"][field]
+
+    async def _store(self, key, existing, new):
+        """Keep the new object; the version moves only on a real change, as on a server."""
+        if existing is not None and new == existing.raw:
+            return existing.raw
+        new["metadata"]["resourceVersion"] = self._bump()
+        if key in self._objects:
+            self._objects[key].create(new)  # a new version of the object (or its re-creation)
+        else:
+            self._objects[key] = new
+        raw = self._objects[key].raw
+        await self._buses[key[0]].put({"type": "ADDED" if existing is None else "MODIFIED", "object": raw})
+        return raw
 
     @staticmethod
-    def _json(payload, status=200):
-        return aiohttp.web.json_response(payload, status=status)
+    def _check_version(resource, old, data):
+        """A replace of another version than the stored one is a conflict (optimistic locking)."""
+        wanted = (data.get("metadata") or {}).get("resourceVersion")
+        if wanted and wanted != old["metadata"].get("resourceVersion"):
+            name = old["metadata"]["name"]
+            raise api_rules.Refused(409, "Conflict", "Operation cannot be fulfilled on %s %s: the object has been "
+                                    "modified; please apply your changes to the latest version and try again" % (
+                                        api_rules.group_resource(resource.group, resource.plural), json.dumps(name)),
+                                    {"name": name, "group": resource.group, "kind": resource.plural})
+
+    @staticmethod
+    def _already_exists(resource, old):
+        name = old["metadata"]["name"]
+        return api_rules.Refused(409, "AlreadyExists", "%s %s already exists" % (
+            api_rules.group_resource(resource.group, resource.plural), json.dumps(name)),
+            {"name": name, "group": resource.group, "kind": resource.plural})
+
+    @staticmethod
+    def _json(payload, status=200, warnings=()):
+        headers = multidict.CIMultiDict(("Warning", "299 - %s" % json.dumps(text)) for text in warnings)
+        return aiohttp.web.json_response(payload, status=status, headers=headers)
 
     @staticmethod
     def _not_found(request):
@@ -177,6 +286,9 @@ def load_discovery(emulator, crd_dir):
                     if version.get("served", True):
                         _declare(emulator, "%s/%s/%s" % (spec["group"], version["name"], spec["names"]["plural"]),
                                  spec["names"]["kind"], spec["scope"] == "Namespaced", spec["names"].get("singular"))
+                        schema = (version.get("schema") or spec.get("validation") or {}).get("openAPIV3Schema")
+                        if schema:
+                            emulator.schemas[kmock.resource(spec["group"], version["name"], spec["names"]["plural"])] = schema
     for key, kind, namespaced in EXTRA_RESOURCES:
         _declare(emulator, key, kind, namespaced, kind.lower())
 
@@ -194,7 +306,7 @@ def resource_of(emulator, api_version, plural):
 
 
 def set_status(emulator, obj, status):
-    if obj.raw.get("status") != _merge(obj.raw.get("status") or {}, status):
+    if obj.raw.get("status") != api_rules.merge(obj.raw.get("status") or {}, status):
         obj.patch({"status": status, "metadata": {"resourceVersion": emulator._bump()}})
 
 
