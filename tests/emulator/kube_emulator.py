@@ -16,7 +16,8 @@ kubernetes.core relies on (see molecule/openshift-emulator/README.md):
 
 Readiness is simulated by a small controller loop that sets status fields the way the real
 controllers would (Deployment Available, Job Complete, InferenceService Ready, CSV Succeeded
-after its InstallPlan is approved, ...). Objects named with --never-ready keep no status, so
+after its InstallPlan is approved, a MachineConfigPool Updating then Updated after a
+MachineConfig of its role changes, ...). Objects named with --never-ready keep no status, so
 timeouts can be tested.
 
     python kube_emulator.py --port 0 --crd-dir ../shared/crds --kubeconfig out/kubeconfig \
@@ -28,6 +29,7 @@ import asyncio
 import copy
 import datetime
 import glob
+import hashlib
 import json
 import os
 import re
@@ -357,6 +359,8 @@ async def _simulate_once(emulator):
                                               "kind": "ClusterServiceVersion",
                                               "metadata": {"name": csv, "namespace": namespace},
                                               "status": {"phase": "Succeeded"}}
+        elif plural == "machineconfigpools":
+            _machineconfigpool(emulator, name, obj)
         elif plural == "jobs" and "-evaluate-" in name:
             _job_pod(emulator, namespace, name, obj, _evaluation_report)
         elif plural == "jobs" and "-flavours-" in name:
@@ -423,6 +427,37 @@ def _evaluation_report(emulator, namespace, spec, env):
                                    "failures": [{"prompt": "(emulated)", "passed": False, "text": ""}] * (total - passed)}
     report["ok"] = not report["errors"]
     return report
+
+
+def _machineconfigpool(emulator, name, pool):
+    """The Machine Config Operator in small: the MachineConfigs labelled with the pool's role
+    render one config; when it changes, the pool moves to it (generation bumped) and is Updating
+    for one pass, then Updated with every machine on it. Pools exist only where a test creates
+    them; one named with --never-ready keeps the status it was created with (e.g. Degraded)."""
+    configs = sorted((obj.raw for (resource, _, _), obj in list(emulator._objects.items())
+                      if resource.plural == "machineconfigs" and not obj.deleted
+                      and ((obj.raw.get("metadata") or {}).get("labels") or {}).get(
+                          "machineconfiguration.openshift.io/role") == name), key=lambda m: m["metadata"]["name"])
+    digest = hashlib.sha256(json.dumps([[m["metadata"]["name"], m.get("spec")] for m in configs],
+                                       sort_keys=True).encode()).hexdigest()[:12]
+    rendered = {"name": "rendered-%s-%s" % (name, digest),
+                "source": [{"apiVersion": "machineconfiguration.openshift.io/v1", "kind": "MachineConfig",
+                            "name": m["metadata"]["name"]} for m in configs]}
+    status = pool.raw.get("status") or {}
+    machines = status.get("machineCount", 0)
+    flags = lambda updated: {"conditions": [  # noqa: E731
+        {"type": "Updated", "status": str(updated), "lastTransitionTime": now()},
+        {"type": "Updating", "status": str(not updated), "lastTransitionTime": now()},
+        {"type": "Degraded", "status": "False", "lastTransitionTime": now()}]}
+    if ((pool.raw.get("spec") or {}).get("configuration") or {}).get("name") != rendered["name"]:
+        generation = int((pool.raw.get("metadata") or {}).get("generation") or 1) + 1
+        pool.patch({"metadata": {"generation": generation, "resourceVersion": emulator._bump()},
+                    "spec": {"configuration": rendered},
+                    "status": dict(flags(False), observedGeneration=generation, updatedMachineCount=0)})
+    elif (status.get("configuration") or {}).get("name") != rendered["name"]:
+        pool.patch({"metadata": {"resourceVersion": emulator._bump()},
+                    "status": dict(flags(True), configuration=rendered, updatedMachineCount=machines,
+                                   readyMachineCount=machines)})
 
 
 async def _subscription(emulator, namespace, obj):
