@@ -10,7 +10,7 @@ import botocore.exceptions
 import pytest
 import yaml
 
-from conftest import ROOT, load_site, run_playbook
+from conftest import load_site, run_playbook
 from s3server import SeaweedS3
 
 from ansible_collections.privateai.kitchen.plugins.module_utils.manifest_schemas import load_tree
