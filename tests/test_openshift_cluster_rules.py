@@ -65,7 +65,8 @@ def test_the_callers_account_may_get_exactly_the_models_of_its_project_and_nothi
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kitchen-predictor-caller",
                                     "namespace": "kitchen-platform"}]
     # No project without a served model gets the account.
-    assert not [key for key in manifests if key[0] == "ServiceAccount" and key[1] != "kitchen-platform"]
+    assert [key[1] for key in manifests if key[0] == "ServiceAccount" and key[2] == "kitchen-predictor-caller"] \
+        == ["kitchen-platform"]
 
 
 def test_new_weights_fill_again_under_a_new_name_and_the_old_job_leaves_the_tree(sample, tmp_path):
