@@ -1,14 +1,19 @@
 """`make render-demo` as a user runs it on a machine that cannot reach the sample's sources:
 tools/render-demo bundles inventories/openshift-sample from local stand-ins (said loudly),
-renders phases 1-3 for GitOps and checks the tree. One run, about a minute on 2 cores."""
+renders phases 1-3 for GitOps and checks the tree. Two runs, about a minute on 2 cores.
+--sources stand-in: the same path as on this offline machine, wherever the test runs, and no
+probe of a public host."""
 
+import importlib.util
 import json
+import socket
 import subprocess
 import sys
+from importlib.machinery import SourceFileLoader
 
 import pytest
 
-from conftest import ROOT, crd_dir, load_site, require_tools
+from conftest import ROOT, crd_dir, load_site, require_tools, tree_digest
 
 from ansible_collections.privateai.kitchen.plugins.module_utils import bundle_import
 from ansible_collections.privateai.kitchen.plugins.module_utils.manifest_schemas import (
@@ -25,9 +30,33 @@ def demo(tmp_path_factory):
     require_tools("skopeo", "docker-registry")
     base = tmp_path_factory.mktemp("render-demo")
     out, work = base / "render", base / "work"
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "render-demo"), "--out", str(out), "--work", str(work)],
+    return render_demo(out, work), out, work
+
+
+def render_demo(out, work):
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "render-demo"), "--sources", "stand-in",
+                           "--out", str(out), "--work", str(work)],
                           cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
-    return proc, out, work
+
+
+def test_the_probe_names_the_sample_s_network_sources_and_tells_open_from_closed(monkeypatch):
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)  # it would name another Hub
+    tool = load_tool()
+    assert tool.source_hosts(load_site("inventories/openshift-sample")) == {
+        "huggingface.co": 443, "quay.io": 443, "registry.redhat.io": 443}
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        assert tool.reachable("127.0.0.1", port, timeout=1)
+    assert not tool.reachable("127.0.0.1", port, timeout=1)
+
+
+def load_tool():
+    loader = SourceFileLoader("render_demo", str(ROOT / "tools" / "render-demo"))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
+    return module
 
 
 def check_lines(proc):
@@ -39,7 +68,7 @@ def check_lines(proc):
 
 def test_the_stand_ins_are_announced_with_what_they_serve(demo):
     proc, _, _ = demo
-    assert "The sample's sources (huggingface.co, quay.io, registry.redhat.io) are not reachable here: " \
+    assert "The sample's sources (huggingface.co, quay.io, registry.redhat.io) are not used (--sources stand-in): " \
         "bundling from local stand-ins of the same protocols" in proc.stdout, proc.stdout + proc.stderr
     assert "hf://ibm-granite/granite-3.3-8b-instruct@8f0cd39c2a6e... as a tiny Llama-shaped model" in proc.stdout
     assert "quay.io/vllm/vllm-openai as a one-file stand-in image" in proc.stdout
@@ -84,3 +113,16 @@ def test_the_gitops_tree_holds_no_secret(demo):
 def test_the_demo_exits_zero(demo):
     proc, _, _ = demo
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_second_run_adds_nothing_and_changes_nothing(demo):
+    """The stand-ins serve the same bytes again (seeded; images by digest): the bundle has
+    nothing to add and no phase changes a file."""
+    first, out, work = demo
+    before = tree_digest(out)
+    proc = render_demo(out, work)
+    assert proc.returncode == first.returncode, proc.stdout + proc.stderr
+    assert "0 to add (0 B), 10 already in the bundle" in (work / "logs" / "bundle.log").read_text()
+    steps = [line for line in proc.stdout.splitlines() if line.startswith("   done in ")]
+    assert len(steps) == 5 and all("changed=0" in line for line in steps[1:]), proc.stdout
+    assert tree_digest(out) == before
