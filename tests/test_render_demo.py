@@ -41,7 +41,7 @@ def render_demo(out, work):
 
 def test_the_probe_names_the_sample_s_network_sources_and_tells_open_from_closed(monkeypatch):
     monkeypatch.delenv("HF_ENDPOINT", raising=False)  # it would name another Hub
-    tool = load_tool()
+    tool = load_tool("render-demo")
     assert tool.source_hosts(load_site("inventories/openshift-sample")) == {
         "huggingface.co": 443, "quay.io": 443, "registry.redhat.io": 443}
     with socket.socket() as listening:
@@ -52,8 +52,8 @@ def test_the_probe_names_the_sample_s_network_sources_and_tells_open_from_closed
     assert not tool.reachable("127.0.0.1", port, timeout=1)
 
 
-def load_tool():
-    loader = SourceFileLoader("render_demo", str(ROOT / "tools" / "render-demo"))
+def load_tool(name):
+    loader = SourceFileLoader(name.replace("-", "_"), str(ROOT / "tools" / name))
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
     loader.exec_module(module)
     return module
@@ -126,3 +126,20 @@ def test_a_second_run_adds_nothing_and_changes_nothing(demo):
     steps = [line for line in proc.stdout.splitlines() if line.startswith("   done in ")]
     assert len(steps) == 5 and all("changed=0" in line for line in steps[1:]), proc.stdout
     assert tree_digest(out) == before
+
+
+def test_the_secret_check_finds_a_secret_and_a_credential_outside_one(tmp_path):
+    checks = load_tool("check-render")
+    tree = tmp_path / "phase1" / "minio"
+    tree.mkdir(parents=True)
+    secret = "S3cr3t-value-of-the-site"
+    (tree / "configmap_a.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {x: plain}\n")
+    site = {"kitchen_site_name": "no-such-site-%s" % tmp_path.name}
+    assert checks.no_secrets(tmp_path, site)[0] is True
+    (tree / "secret_b.yaml").write_text("apiVersion: v1\nkind: Secret\nmetadata: {name: b}\n"
+                                        "stringData: {AWS_SECRET_ACCESS_KEY: %s, AWS_S3_BUCKET: kitchen-models}\n" % secret)
+    (tree / "configmap_c.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"
+                                           "data: {copied: %s, bucket: kitchen-models}\n" % secret)
+    ok, text = checks.no_secrets(tmp_path, site)
+    assert not ok and "1 Secret manifest(s) (phase1/minio/secret_b.yaml)" in text
+    assert "2 file(s) with one of the site's 1 credential value(s)" in text and secret not in text
