@@ -30,13 +30,13 @@ def _free_port():
 class Registry:
     """docker-registry serving https://127.0.0.1:<port> with basic auth."""
 
-    def __init__(self, folder: Path, tls=None):
+    def __init__(self, folder: Path, tls=None, port: int = None):
         import bcrypt
 
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.tls = tls or make_ca_and_server_cert(folder)
-        self.port = _free_port()
+        self.port = port or _free_port()
         self.host = "127.0.0.1:%d" % self.port
         # skopeo reads a CA for a host from <cert dir>/*.crt
         self.cert_dir = folder / "certs.d"

@@ -145,6 +145,7 @@ def test_an_insecure_registry_is_refused_on_every_platform(validator, inventory)
 def test_inference_service_name_limit(validator, sample):
     sample["kitchen_models"][0]["name"] = "m" * 54
     sample["kitchen_adapters"] = []
+    sample["kitchen_bundle"]["adapters"] = []  # they name the flavours
     (message,) = messages(validator.violations(sample))
     assert message.startswith("kitchen_models[0].name: 'mmmm")
     assert message.endswith("is not a DNS-1123 label of at most 53 characters (KServe adds '-predictor')")
@@ -155,6 +156,7 @@ def test_enum_and_range_messages(validator, sample):
     sample["kitchen_models"][0]["serving"]["gpu_memory_utilization"] = 1.5
     sample["kitchen_tenants"] = []
     sample["kitchen_adapters"] = []
+    sample["kitchen_bundle"]["adapters"] = []  # they name the flavours
     assert messages(validator.violations(sample)) == [
         "kitchen_delivery: 'gitops' is not one of: apply, render",
         "kitchen_models[0].serving.gpu_memory_utilization: 1.5 is greater than the maximum of 1",
