@@ -14,6 +14,10 @@ kubernetes.core relies on (see molecule/openshift-emulator/README.md):
    custom resources against their CRD's schema, server-side apply conflicts between field
    managers; with the server's status codes and Status bodies.
 
+Not an API server's: GET /emulator/history lists every stored change in order (resourceVersion,
+ADDED/MODIFIED/STATUS, kind, namespace, name, the status condition types then True), so a test
+can prove the order in which objects were created and became ready.
+
 Readiness is simulated by a small controller loop that sets status fields the way the real
 controllers would (Deployment Available, Job Complete, InferenceService Ready, CSV Succeeded
 after its InstallPlan is approved, a MachineConfigPool Updating then Updated after a
@@ -70,6 +74,15 @@ class KitchenEmulator(kmock.KubernetesEmulator):
     schemas: dict = attrs.field(factory=dict, init=False)
     # Field owners of each object: {manager key: paths}, see api_rules.apply.
     _owners: dict = attrs.field(factory=dict, init=False)
+    # Every stored change, in order (GET /emulator/history).
+    history: list = attrs.field(factory=list, init=False)
+
+    def record(self, event, obj):
+        meta = obj.get("metadata") or {}
+        conditions = ((obj.get("status") or {}).get("conditions")) or []
+        self.history.append({"resourceVersion": int(meta.get("resourceVersion") or 0), "type": event,
+                             "kind": obj.get("kind"), "namespace": meta.get("namespace"), "name": meta.get("name"),
+                             "conditions": sorted(c.get("type") for c in conditions if c.get("status") == "True")})
 
     def _bump(self):
         self._version += 1
@@ -87,6 +100,8 @@ class KitchenEmulator(kmock.KubernetesEmulator):
             print(request.method, request.url, request.action, request.resource, request.namespace, request.name,
                   file=sys.stderr, flush=True)
         request = self._namespace_object(request)
+        if request.url.path == "/emulator/history":
+            return self._json({"items": self.history})
         logs = re.match(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$", request.url.path)
         if logs:
             text = self.pod_logs.get((logs.group(1), logs.group(2)))
@@ -224,6 +239,7 @@ class KitchenEmulator(kmock.KubernetesEmulator):
         else:
             self._objects[key] = new
         raw = self._objects[key].raw
+        self.record("ADDED" if existing is None else "MODIFIED", raw)
         await self._buses[key[0]].put({"type": "ADDED" if existing is None else "MODIFIED", "object": raw})
         return raw
 
@@ -310,6 +326,7 @@ def resource_of(emulator, api_version, plural):
 def set_status(emulator, obj, status):
     if obj.raw.get("status") != api_rules.merge(obj.raw.get("status") or {}, status):
         obj.patch({"status": status, "metadata": {"resourceVersion": emulator._bump()}})
+        emulator.record("STATUS", obj.raw)
 
 
 def condition(kind_of, status="True"):
