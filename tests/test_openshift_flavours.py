@@ -578,3 +578,23 @@ def test_phase2_again_keeps_what_phase3_serves(fixture_dir, whole_site):
     assert run.rc == 0, run.output
     assert tree_digest(whole_site) == before
     assert "changed=0" in run.output
+
+
+@pytest.mark.parametrize("strategy,profile,resource", [
+    ("single", None, "nvidia.com/gpu"),  # single advertises the slices as nvidia.com/gpu: as before
+    ("mixed", "1g.10gb", "nvidia.com/mig-1g.10gb"),
+])
+def test_a_mig_profile_is_requested_as_its_slice(fixture_dir, rendered, tmp_path, strategy, profile, resource):
+    overlay = yaml.safe_load((fixture_dir / "overlay.yml").read_text())
+    overlay["kitchen_models"][0]["resources"].update({"gpus": 1}, **({"mig_profile": profile} if profile else {}))
+    overlay["kitchen_gpu"] = {"mig_strategy": strategy, "node_selector": {"nvidia.com/gpu.present": "true"},
+                              "nodes": ["gpu-node-1.acme.internal"], **({"mig_config": "all-1g.10gb"} if profile else {})}
+    (tmp_path / "mig.yml").write_text(yaml.safe_dump(overlay))
+    run = render_phase3(fixture_dir, tmp_path / "out", "-e", "@%s" % (tmp_path / "mig.yml"))
+    assert run.rc == 0, run.output
+    predictor = by_kind(tmp_path / "out")[("InferenceService", "tiny-llama")]["spec"]["predictor"]
+    resources = predictor["model"]["resources"]
+    assert resources["requests"][resource] == resources["limits"][resource] == "1"
+    assert [k for k in resources["limits"] if k.startswith("nvidia.com/")] == [resource]
+    assert predictor["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert "--tensor-parallel-size" not in " ".join(predictor["model"]["args"])

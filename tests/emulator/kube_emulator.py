@@ -25,7 +25,7 @@ MachineConfig of its role changes, ...). Objects named with --never-ready keep n
 timeouts can be tested.
 
     python kube_emulator.py --port 0 --crd-dir ../shared/crds --kubeconfig out/kubeconfig \
-        --node gpu-node-1=1 --node gpu-node-2=0 --never-ready InferenceService/ns/name
+        --node gpu-node-1=1 --node gpu-node-2=mig-1g.10gb:7 --never-ready InferenceService/ns/name
 """
 
 import argparse
@@ -504,11 +504,15 @@ async def serve(args):
     for spec in args.node:
         name, _, gpus = spec.partition("=")
         capacity = {"cpu": "64", "memory": "512Gi"}
-        if gpus and int(gpus) > 0:
-            capacity["nvidia.com/gpu"] = gpus
+        # GPUS is a count of nvidia.com/gpu, or RESOURCE:COUNT,... of nvidia.com/<RESOURCE>
+        # (mig-1g.10gb:7 is the mixed strategy's seven 1g.10gb slices).
+        for part in filter(None, gpus.split(",")):
+            resource, _, count = part.rpartition(":")
+            if int(count) > 0:
+                capacity["nvidia.com/" + (resource or "gpu")] = count
         emulator._objects[(kmock.resource("", "v1", "nodes"), None, name)] = {
             "apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {}},
-            "status": {"capacity": capacity}}
+            "status": {"capacity": capacity, "allocatable": dict(capacity)}}
     async with emulator, kmock.Server(emulator, host="127.0.0.1", port=args.port) as server:
         url = "http://127.0.0.1:%d" % server.port
         write_kubeconfig(args.kubeconfig, url)
@@ -527,7 +531,8 @@ def main():
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--crd-dir", required=True)
     parser.add_argument("--kubeconfig", required=True)
-    parser.add_argument("--node", action="append", default=[], help="NAME=GPUS, a Node with that GPU capacity")
+    parser.add_argument("--node", action="append", default=[], help="NAME=GPUS, a Node with that GPU capacity and allocatable; GPUS is a count or RESOURCE:COUNT,... "
+                        "(e.g. mig-1g.10gb:7)")
     parser.add_argument("--never-ready", action="append", default=[], help="Kind/namespace/name or Kind/name")
     parser.add_argument("--eval-score", action="append", default=[],
                         help="FLAVOUR@VERSION=RATE, the pass rate its emulated evaluation reports (default 1.0)")
