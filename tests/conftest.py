@@ -144,12 +144,12 @@ EMULATOR = ROOT / "tests" / "emulator" / "kube_emulator.py"
 @pytest.fixture
 def emulator(tmp_path, request):
     """The Kubernetes API emulator (tests/emulator), started for one test; indirect parameters:
-    nodes {name: GPUs}, never_ready [Kind/namespace/name], eval_scores {flavour@version: rate}."""
+    nodes {name: GPUs or 'mig-1g.10gb:7'}, never_ready [Kind/namespace/name], eval_scores {flavour@version: rate}."""
     options = getattr(request, "param", {})
     kubeconfig = tmp_path / "kubeconfig"
     args = [sys.executable, str(EMULATOR), "--crd-dir", str(crd_dir()), "--kubeconfig", str(kubeconfig)]
     for node, gpus in options.get("nodes", {"gpu-node-1.acme.internal": 1, "gpu-node-2.acme.internal": 1}).items():
-        args += ["--node", "%s=%d" % (node, gpus)]
+        args += ["--node", "%s=%s" % (node, gpus)]
     for target in options.get("never_ready", []):
         args += ["--never-ready", target]
     for candidate, rate in options.get("eval_scores", {}).items():

@@ -69,3 +69,35 @@ def test_an_operator_that_never_installs_shows_catalog_and_subscription(emulator
     assert "InstallPlans: none." in run.text
     plans = get(emulator["url"], "/apis/operators.coreos.com/v1alpha1/namespaces/openshift-nfd/installplans")["items"]
     assert plans == []
+
+
+MIG = json.dumps({"kitchen_gpu": {"enabled": True, "mig_strategy": "mixed", "mig_config": "all-1g.10gb",
+                                  "node_mig_configs": {"gpu-node-2.acme.internal": "all-2g.20gb"},
+                                  "nodes": ["gpu-node-1.acme.internal", "gpu-node-2.acme.internal"]}})
+
+
+@pytest.mark.parametrize("emulator", [{"nodes": {"gpu-node-1.acme.internal": "mig-1g.10gb:7",
+                                                 "gpu-node-2.acme.internal": "mig-2g.20gb:3"}}], indirect=True)
+def test_mig_nodes_are_labelled_with_their_config_and_their_slices_counted(emulator):
+    run = run_playbook(SAMPLE, "phase1.yml", "--tags", "gpu_node_prep", "-e", site_vars(emulator["kubeconfig"], timeout=10),
+                       "-e", MIG)
+    assert run.rc == 0, run.output
+    labels = {n["metadata"]["name"]: n["metadata"]["labels"].get("nvidia.com/mig.config")
+              for n in get(emulator["url"], "/api/v1/nodes")["items"]}
+    assert labels == {"gpu-node-1.acme.internal": "all-1g.10gb", "gpu-node-2.acme.internal": "all-2g.20gb"}
+    again = run_playbook(SAMPLE, "phase1.yml", "--tags", "gpu_node_prep", "-e", site_vars(emulator["kubeconfig"], timeout=10),
+                         "-e", MIG)
+    assert again.rc == 0 and again.recap()["changed"] == 0, again.output
+
+
+@pytest.mark.parametrize("emulator", [{"nodes": {"gpu-node-1.acme.internal": "mig-1g.10gb:7",
+                                                 "gpu-node-2.acme.internal": "mig-1g.10gb:7"}}], indirect=True)
+def test_a_mig_profile_no_node_gives_is_named(emulator):
+    models = json.loads(MIG)
+    models["kitchen_gpu"].pop("node_mig_configs")
+    run = run_playbook(SAMPLE, "phase1.yml", "--tags", "gpu_node_prep", "-e", site_vars(emulator["kubeconfig"], timeout=10),
+                       "-e", json.dumps(models), "-e", json.dumps({"gpu_node_prep_models": [
+                           {"name": "granite", "resources": {"mig_profile": "3g.40gb", "gpus": 1}}]}))
+    assert run.rc != 0
+    assert ("MIG slices short on the GPU nodes: nvidia.com/mig-3g.40gb: 1 requested (granite), 0 allocatable "
+            "(no node has that profile)") in run.text, run.output[-2500:]

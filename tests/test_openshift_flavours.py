@@ -97,10 +97,69 @@ def test_before_kserve_0_16_an_init_container_syncs_the_adapter_volume(rendered)
     assert {"name": "adapters", "mountPath": "/mnt/lora", "readOnly": True} in predictor["model"]["volumeMounts"]
 
 
-def test_from_kserve_0_16_the_adapter_volume_is_a_second_storage_uri(fixture_dir, tmp_path):
-    run = render_phase3(fixture_dir, tmp_path, "-e", "kserve_vllm_kserve_version=0.16")
+def kserve_0_16(folder):
+    """The site on the KServe 0.16 line (the one variable both roles read)."""
+    path = folder / "kserve-0.16.yml"
+    path.write_text(yaml.safe_dump({"kitchen_openshift_ai": {"kserve_version": "0.16",
+                                                             "applications_namespace": "redhat-ods-applications"}}))
+    return ("-e", "@%s" % path)
+
+
+@pytest.fixture(scope="module")
+def rendered_0_16(fixture_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("render-0.16")
+    run = render_phase3(fixture_dir, out / "tree", *kserve_0_16(out))
     assert run.rc == 0, run.output
-    predictor = by_kind(tmp_path)[("InferenceService", "tiny-llama")]["spec"]["predictor"]
+    return out / "tree", by_kind(out / "tree")
+
+
+def wave(manifest):
+    return int(manifest["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-wave", "0"))
+
+
+def volume_writers(manifests, claim):
+    """(Job, container) of every container that mounts the PVC `claim` writable."""
+    out = []
+    for (kind, _), doc in sorted(manifests.items()):
+        if kind != "Job":
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        names = {v["name"] for v in pod.get("volumes", []) if v.get("persistentVolumeClaim", {}).get("claimName") == claim}
+        out += [(doc, c) for c in pod.get("initContainers", []) + pod["containers"]
+                if any(m["name"] in names and not m.get("readOnly") for m in c.get("volumeMounts", []))]
+    return out
+
+
+def test_from_kserve_0_16_the_adapter_files_are_on_the_volume_before_vllm_reads_them(rendered_0_16):
+    """vLLM opens every --lora-modules path at start and no init container fills a storage URI:
+    whatever writes the adapter volume runs in an earlier sync wave than the InferenceService,
+    and writes (at least) every folder the served --lora-modules name."""
+    _, manifests = rendered_0_16
+    isvc = manifests[("InferenceService", "tiny-llama")]
+    mount = next(u["mountPath"] for u in isvc["spec"]["predictor"]["storageUris"] if u["uri"] == "pvc://tiny-llama-adapters/")
+    config = manifests[("ConfigMap", "tiny-llama-flavours")]
+    modules = [json.loads(item)["path"] for item in yaml.safe_load(config["data"]["serving.yaml"])["lora-modules"]]
+    writers = volume_writers(manifests, "tiny-llama-adapters")
+    assert writers and all(wave(job) < wave(isvc) for job, _ in writers), [
+        (job["metadata"]["name"], wave(job)) for job, _ in writers]
+    for job, container in writers:
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        sums_dir = env["KITCHEN_SUMS_FILE"].rsplit("/", 1)[0]
+        mounted = next(m["name"] for m in container["volumeMounts"] if m["mountPath"] == sums_dir)
+        source = next(v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == mounted)
+        assert source["configMap"]["name"] == "tiny-llama-flavours" and env["KITCHEN_TARGET"] == mount
+        written = {"%s/%s" % (mount, line.split("  ", 1)[1].rsplit("/", 1)[0])
+                   for line in config["data"]["SHA256SUMS"].splitlines()}
+        assert set(modules) <= written and written == {
+            "/mnt/lora/helpdesk/1.0.0", "/mnt/lora/helpdesk/1.1.0", "/mnt/lora/summarise/1.0.0"}
+    # Named by content (a Job's template is immutable): another SHA256SUMS is another Job.
+    (fill,) = {job["metadata"]["name"] for job, _ in writers}
+    assert fill.startswith("tiny-llama-adapters-") and len(fill) == len("tiny-llama-adapters-") + 8
+
+
+def test_from_kserve_0_16_the_adapter_volume_is_a_second_storage_uri(rendered_0_16):
+    tmp_path, manifests = rendered_0_16
+    predictor = manifests[("InferenceService", "tiny-llama")]["spec"]["predictor"]
     assert predictor["storageUris"] == [{"uri": "pvc://tiny-llama-weights/", "mountPath": "/mnt/models"},
                                         {"uri": "pvc://tiny-llama-adapters/", "mountPath": "/mnt/lora"}]
     assert "storageUri" not in predictor["model"] and "initContainers" not in predictor
@@ -429,6 +488,23 @@ def test_switch_evaluate_refuse_force_and_roll_back_with_the_state_in_the_cluste
     assert cluster_flavours(emulator["kubeconfig"])[3] == evaluated
 
 
+def test_from_kserve_0_16_the_adapter_fill_job_completes_before_the_predictor_is_created(fixture_dir, emulator,
+                                                                                          tmp_path):
+    """Applied to the API emulator, which keeps the order of every change it stores: the Job
+    that fills the adapter volume is Complete before the InferenceService exists."""
+    run = run_playbook(SAMPLE, "phase3.yml", *fixture_args(fixture_dir, "-e", site_vars(emulator["kubeconfig"]),
+                                                           "-e", "kserve_lora_work_dir=%s" % (tmp_path / "work"),
+                                                           *kserve_0_16(tmp_path)))
+    assert run.rc == 0, run.output
+    from test_emulator import get
+    history = get(emulator["url"], "/emulator/history")["items"]
+    created = next(e["resourceVersion"] for e in history
+                   if (e["kind"], e["name"], e["type"]) == ("InferenceService", "tiny-llama", "ADDED"))
+    completed = [e["resourceVersion"] for e in history if e["kind"] == "Job"
+                 and e["name"].startswith("tiny-llama-adapters-") and "Complete" in e["conditions"]]
+    assert completed and completed[0] < created, history
+
+
 def test_evaluation_script_scores_each_version_beside_the_flavours_in_service(tmp_path):
     """evaluate_flavours.py as the evaluation Job runs it (flavour_checks.py beside it, the
     inputs as the ConfigMap mounts them) against vLLM's adapter and chat API."""
@@ -502,3 +578,23 @@ def test_phase2_again_keeps_what_phase3_serves(fixture_dir, whole_site):
     assert run.rc == 0, run.output
     assert tree_digest(whole_site) == before
     assert "changed=0" in run.output
+
+
+@pytest.mark.parametrize("strategy,profile,resource", [
+    ("single", None, "nvidia.com/gpu"),  # single advertises the slices as nvidia.com/gpu: as before
+    ("mixed", "1g.10gb", "nvidia.com/mig-1g.10gb"),
+])
+def test_a_mig_profile_is_requested_as_its_slice(fixture_dir, rendered, tmp_path, strategy, profile, resource):
+    overlay = yaml.safe_load((fixture_dir / "overlay.yml").read_text())
+    overlay["kitchen_models"][0]["resources"].update({"gpus": 1}, **({"mig_profile": profile} if profile else {}))
+    overlay["kitchen_gpu"] = {"mig_strategy": strategy, "node_selector": {"nvidia.com/gpu.present": "true"},
+                              "nodes": ["gpu-node-1.acme.internal"], **({"mig_config": "all-1g.10gb"} if profile else {})}
+    (tmp_path / "mig.yml").write_text(yaml.safe_dump(overlay))
+    run = render_phase3(fixture_dir, tmp_path / "out", "-e", "@%s" % (tmp_path / "mig.yml"))
+    assert run.rc == 0, run.output
+    predictor = by_kind(tmp_path / "out")[("InferenceService", "tiny-llama")]["spec"]["predictor"]
+    resources = predictor["model"]["resources"]
+    assert resources["requests"][resource] == resources["limits"][resource] == "1"
+    assert [k for k in resources["limits"] if k.startswith("nvidia.com/")] == [resource]
+    assert predictor["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert "--tensor-parallel-size" not in " ".join(predictor["model"]["args"])

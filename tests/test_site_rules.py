@@ -250,3 +250,39 @@ LOCAL = load_site("inventories/local")
 ])
 def test_keys_of_the_other_platform_are_refused(base, changes, expected):
     assert messages(site_safety.other_platform(site(base, **changes))) == expected
+
+
+MIXED = {"kitchen_gpu.mig_strategy": "mixed", "kitchen_gpu.mig_config": "all-1g.10gb"}
+
+
+@pytest.mark.parametrize("changes,expected", [
+    ({}, []),  # none: whole GPUs, as before
+    ({"kitchen_gpu.mig_strategy": "single"}, []),  # single: slices are nvidia.com/gpu, no config asked
+    (dict(MIXED, **{"kitchen_models[0].resources.mig_profile": "1g.10gb"}), []),
+    ({"kitchen_gpu.mig_strategy": "mixed", "kitchen_gpu.node_mig_configs": {
+        "gpu-node-1.acme.internal": "all-1g.10gb", "gpu-node-2.acme.internal": "all-disabled"}}, []),
+    ({"kitchen_models[0].resources.mig_profile": "1g.10gb"},
+     ["kitchen_models[0].resources.mig_profile: '1g.10gb' needs kitchen_gpu.mig_strategy mixed (it is 'none'; "
+      "only mixed advertises nvidia.com/mig-<profile>)"]),
+    ({"kitchen_gpu.mig_strategy": "single", "kitchen_models[0].resources.mig_profile": "1g.10gb"},
+     ["kitchen_models[0].resources.mig_profile: '1g.10gb' needs kitchen_gpu.mig_strategy mixed (it is 'single'; "
+      "only mixed advertises nvidia.com/mig-<profile>)"]),
+    (dict(MIXED, **{"kitchen_models[0].resources.mig_profile": "1g.10gb", "kitchen_models[0].resources.gpus": 2}),
+     ["kitchen_models[0].resources.gpus: 2 MIG slices of 1g.10gb: a CUDA process uses one MIG device "
+      "(ask for a larger profile)"]),
+    ({"kitchen_gpu.mig_strategy": "mixed"},
+     ["kitchen_gpu.mig_config: required key is missing (kitchen_gpu.mig_strategy is mixed: the MIG manager "
+      "partitions a node after its nvidia.com/mig.config label; no config for gpu-node-1.acme.internal, "
+      "gpu-node-2.acme.internal)"]),
+    ({"kitchen_gpu.mig_strategy": "mixed", "kitchen_gpu.node_mig_configs": {"gpu-node-1.acme.internal": "all-1g.10gb"}},
+     ["kitchen_gpu.mig_config: required key is missing (kitchen_gpu.mig_strategy is mixed: the MIG manager "
+      "partitions a node after its nvidia.com/mig.config label; no config for gpu-node-2.acme.internal)"]),
+    ({"kitchen_gpu.mig_config": "all-1g.10gb"},
+     ["kitchen_gpu.mig_config: needs kitchen_gpu.mig_strategy single or mixed (it is none: the GPU operator's "
+      "MIG manager is disabled)"]),
+    (dict(MIXED, **{"kitchen_gpu.node_mig_configs": {"gpu-node-3.acme.internal": "all-1g.10gb"}}),
+     ["kitchen_gpu.node_mig_configs.gpu-node-3.acme.internal: is not a node of kitchen_gpu.nodes "
+      "(did you mean 'gpu-node-2.acme.internal'?)"]),
+])
+def test_a_mig_slice_is_asked_for_only_where_the_nodes_are_partitioned_into_it(changes, expected):
+    assert messages(site_rules.mig_rules(site(**changes))) == expected

@@ -14,6 +14,10 @@ kubernetes.core relies on (see molecule/openshift-emulator/README.md):
    custom resources against their CRD's schema, server-side apply conflicts between field
    managers; with the server's status codes and Status bodies.
 
+Not an API server's: GET /emulator/history lists every stored change in order (resourceVersion,
+ADDED/MODIFIED/STATUS, kind, namespace, name, the status condition types then True), so a test
+can prove the order in which objects were created and became ready.
+
 Readiness is simulated by a small controller loop that sets status fields the way the real
 controllers would (Deployment Available, Job Complete, InferenceService Ready, CSV Succeeded
 after its InstallPlan is approved, a MachineConfigPool Updating then Updated after a
@@ -21,7 +25,7 @@ MachineConfig of its role changes, ...). Objects named with --never-ready keep n
 timeouts can be tested.
 
     python kube_emulator.py --port 0 --crd-dir ../shared/crds --kubeconfig out/kubeconfig \
-        --node gpu-node-1=1 --node gpu-node-2=0 --never-ready InferenceService/ns/name
+        --node gpu-node-1=1 --node gpu-node-2=mig-1g.10gb:7 --never-ready InferenceService/ns/name
 """
 
 import argparse
@@ -70,6 +74,15 @@ class KitchenEmulator(kmock.KubernetesEmulator):
     schemas: dict = attrs.field(factory=dict, init=False)
     # Field owners of each object: {manager key: paths}, see api_rules.apply.
     _owners: dict = attrs.field(factory=dict, init=False)
+    # Every stored change, in order (GET /emulator/history).
+    history: list = attrs.field(factory=list, init=False)
+
+    def record(self, event, obj):
+        meta = obj.get("metadata") or {}
+        conditions = ((obj.get("status") or {}).get("conditions")) or []
+        self.history.append({"resourceVersion": int(meta.get("resourceVersion") or 0), "type": event,
+                             "kind": obj.get("kind"), "namespace": meta.get("namespace"), "name": meta.get("name"),
+                             "conditions": sorted(c.get("type") for c in conditions if c.get("status") == "True")})
 
     def _bump(self):
         self._version += 1
@@ -87,6 +100,8 @@ class KitchenEmulator(kmock.KubernetesEmulator):
             print(request.method, request.url, request.action, request.resource, request.namespace, request.name,
                   file=sys.stderr, flush=True)
         request = self._namespace_object(request)
+        if request.url.path == "/emulator/history":
+            return self._json({"items": self.history})
         logs = re.match(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$", request.url.path)
         if logs:
             text = self.pod_logs.get((logs.group(1), logs.group(2)))
@@ -224,6 +239,7 @@ class KitchenEmulator(kmock.KubernetesEmulator):
         else:
             self._objects[key] = new
         raw = self._objects[key].raw
+        self.record("ADDED" if existing is None else "MODIFIED", raw)
         await self._buses[key[0]].put({"type": "ADDED" if existing is None else "MODIFIED", "object": raw})
         return raw
 
@@ -310,6 +326,7 @@ def resource_of(emulator, api_version, plural):
 def set_status(emulator, obj, status):
     if obj.raw.get("status") != api_rules.merge(obj.raw.get("status") or {}, status):
         obj.patch({"status": status, "metadata": {"resourceVersion": emulator._bump()}})
+        emulator.record("STATUS", obj.raw)
 
 
 def condition(kind_of, status="True"):
@@ -487,11 +504,15 @@ async def serve(args):
     for spec in args.node:
         name, _, gpus = spec.partition("=")
         capacity = {"cpu": "64", "memory": "512Gi"}
-        if gpus and int(gpus) > 0:
-            capacity["nvidia.com/gpu"] = gpus
+        # GPUS is a count of nvidia.com/gpu, or RESOURCE:COUNT,... of nvidia.com/<RESOURCE>
+        # (mig-1g.10gb:7 is the mixed strategy's seven 1g.10gb slices).
+        for part in filter(None, gpus.split(",")):
+            resource, _, count = part.rpartition(":")
+            if int(count) > 0:
+                capacity["nvidia.com/" + (resource or "gpu")] = count
         emulator._objects[(kmock.resource("", "v1", "nodes"), None, name)] = {
             "apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {}},
-            "status": {"capacity": capacity}}
+            "status": {"capacity": capacity, "allocatable": dict(capacity)}}
     async with emulator, kmock.Server(emulator, host="127.0.0.1", port=args.port) as server:
         url = "http://127.0.0.1:%d" % server.port
         write_kubeconfig(args.kubeconfig, url)
@@ -510,7 +531,8 @@ def main():
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--crd-dir", required=True)
     parser.add_argument("--kubeconfig", required=True)
-    parser.add_argument("--node", action="append", default=[], help="NAME=GPUS, a Node with that GPU capacity")
+    parser.add_argument("--node", action="append", default=[], help="NAME=GPUS, a Node with that GPU capacity and allocatable; GPUS is a count or RESOURCE:COUNT,... "
+                        "(e.g. mig-1g.10gb:7)")
     parser.add_argument("--never-ready", action="append", default=[], help="Kind/namespace/name or Kind/name")
     parser.add_argument("--eval-score", action="append", default=[],
                         help="FLAVOUR@VERSION=RATE, the pass rate its emulated evaluation reports (default 1.0)")

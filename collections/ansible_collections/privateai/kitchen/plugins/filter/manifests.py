@@ -8,6 +8,12 @@ from ansible_collections.privateai.kitchen.plugins.module_utils.manifest_jobs im
     replaced_jobs,
 )
 from ansible_collections.privateai.kitchen.plugins.module_utils.storage_access import tenant_s3_policy
+from ansible_collections.privateai.kitchen.plugins.module_utils.gpu_mig import (
+    gpu_resource,
+    gpu_shortfall,
+    node_label_commands,
+    node_mig_configs,
+)
 from ansible_collections.privateai.kitchen.plugins.module_utils.manifest_render import (
     gpu_capacity,
     gpu_node_report,
@@ -47,6 +53,10 @@ class FilterModule:
             "unready_report": unready_report,
             "gpu_capacity": gpu_capacity,
             "gpu_node_report": gpu_node_report,
+            "gpu_resource": gpu_resource,
+            "gpu_shortfall": gpu_shortfall,
+            "node_mig_configs": node_mig_configs,
+            "node_label_commands": node_label_commands,
             "named_by_content": named_by_content,
             "replaced_jobs": replaced_jobs,
             "tenant_s3_policy": tenant_s3_policy,

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import yaml
 
+from ansible_collections.privateai.kitchen.plugins.module_utils import gpu_mig
+
 KUSTOMIZE_API_VERSION = "kustomize.config.k8s.io/v1beta1"
 
 
@@ -202,21 +204,18 @@ def wait_for(manifest, field=None, expected=None, condition=None, status="True")
     return spec
 
 
-GPU_RESOURCE = "nvidia.com/gpu"
+GPU_RESOURCE = gpu_mig.GPU
 
 
-def gpu_capacity(resources) -> int:
-    """nvidia.com/gpu capacity of the first Node of a k8s_info result (0 when absent)."""
-    if not resources:
-        return 0
-    try:
-        return int(str(((resources[0].get("status") or {}).get("capacity") or {}).get(GPU_RESOURCE, "0")))
-    except ValueError:
-        return 0
+def gpu_capacity(resources, mig=False) -> int:
+    """Allocatable nvidia.com/gpu of the first Node of a k8s_info result, or with `mig` its MIG
+    slices of every profile (0 when absent)."""
+    return gpu_mig.node_gpus(resources, mig=mig)
 
 
-def gpu_node_report(results) -> list:
-    """For the k8s_info results of a node loop: why each node without GPUs has none."""
+def gpu_node_report(results, mig=False) -> list:
+    """For the k8s_info results of a node loop: why each node without GPUs (or, with `mig`,
+    without MIG slices) has none."""
     report = []
     for result in results:
         name = result.get("item")
@@ -224,12 +223,12 @@ def gpu_node_report(results) -> list:
         if not resources:
             report.append("%s (no such node)" % name)
             continue
-        if gpu_capacity(resources) > 0:
+        if gpu_capacity(resources, mig) > 0:
             continue
         labels = (resources[0].get("metadata") or {}).get("labels") or {}
-        report.append("%s (nvidia.com/gpu.present=%s, feature.node.kubernetes.io/pci-10de.present=%s)" % (
-            name, labels.get("nvidia.com/gpu.present", "absent"),
-            labels.get("feature.node.kubernetes.io/pci-10de.present", "absent")))
+        keys = ["nvidia.com/gpu.present", "feature.node.kubernetes.io/pci-10de.present"]
+        keys += [gpu_mig.MIG_CONFIG_LABEL, gpu_mig.MIG_STATE_LABEL] if mig else []
+        report.append("%s (%s)" % (name, ", ".join("%s=%s" % (k, labels.get(k, "absent")) for k in keys)))
     return report
 
 

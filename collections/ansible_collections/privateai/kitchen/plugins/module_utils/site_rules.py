@@ -110,6 +110,7 @@ def violations(site: dict) -> list[Violation]:
 
     out.extend(_bundle_references(site, models, must_reference))
     out.extend(_openshift_needs(site))
+    out.extend(mig_rules(site))
 
     storage = site.get("kitchen_storage")
     if isinstance(storage, dict) and storage.get("type") == "external" and not storage.get("endpoint"):
@@ -140,6 +141,45 @@ def _bundle_references(site: dict, models, must_reference) -> list[Violation]:
             out.append(Violation("kitchen_bundle.adapters[%d].version" % index, "%r is not one of %s's versions: %s"
                                  % (version, name, ", ".join(map(str, versions)))))
     return out
+
+def mig_rules(site: dict) -> list[Violation]:
+    """MIG: a slice is requested by profile only under mig_strategy mixed (single advertises
+    slices as nvidia.com/gpu), one per server, and every GPU node has a config to be
+    partitioned into."""
+    gpu = site.get("kitchen_gpu") if isinstance(site.get("kitchen_gpu"), dict) else {}
+    strategy = gpu.get("mig_strategy", "none")
+    nodes = [n for n in gpu.get("nodes") or [] if isinstance(n, str)]
+    per_node = gpu.get("node_mig_configs") if isinstance(gpu.get("node_mig_configs"), dict) else {}
+    out = []
+    for index, model in enumerate(site.get("kitchen_models") or []):
+        resources = model.get("resources") if isinstance(model, dict) else None
+        if not isinstance(resources, dict) or not resources.get("mig_profile"):
+            continue
+        where = "kitchen_models[%d].resources" % index
+        if strategy != "mixed":
+            out.append(Violation(where + ".mig_profile", "%r needs kitchen_gpu.mig_strategy mixed (it is %r; "
+                                 "only mixed advertises nvidia.com/mig-<profile>)" % (resources["mig_profile"], strategy)))
+        gpus = resources.get("gpus", 1)
+        if isinstance(gpus, int) and not isinstance(gpus, bool) and gpus != 1:
+            out.append(Violation(where + ".gpus", "%d MIG slices of %s: a CUDA process uses one MIG device "
+                                 "(ask for a larger profile)" % (gpus, resources["mig_profile"])))
+    if strategy == "none":
+        for key in ("mig_config", "node_mig_configs"):
+            if gpu.get(key):
+                out.append(Violation("kitchen_gpu.%s" % key, "needs kitchen_gpu.mig_strategy single or mixed "
+                                     "(it is none: the GPU operator's MIG manager is disabled)"))
+        return out
+    for node in sorted(per_node):
+        if node not in nodes:
+            out.append(Violation("kitchen_gpu.node_mig_configs.%s" % node, "is not a node of kitchen_gpu.nodes%s" % (
+                did_you_mean(node, nodes) or " (known: %s)" % (", ".join(nodes) or "none"))))
+    unpartitioned = [n for n in nodes if n not in per_node]
+    if strategy == "mixed" and not gpu.get("mig_config") and (unpartitioned or not nodes):
+        out.append(Violation("kitchen_gpu.mig_config", "required key is missing (kitchen_gpu.mig_strategy is mixed: "
+                             "the MIG manager partitions a node after its nvidia.com/mig.config label; no config for %s)"
+                             % (", ".join(unpartitioned) or "the GPU nodes")))
+    return out
+
 
 # What the OpenShift roles need beyond the schema's required keys.
 _OPENSHIFT_IMAGES = {
