@@ -105,7 +105,7 @@ def test_the_bundle_manifest_verifies_with_the_sample_s_sources(demo):
 
 
 def test_the_gitops_tree_holds_no_secret(demo):
-    """Secrets are written beside the tree (build/secrets/<site>), never into it."""
+    """Secrets are written apart from the tree (<tree>.secrets), never into it."""
     proc, _, _ = demo
     assert check_lines(proc).get("no Secret and no secret value in the GitOps tree") is True, proc.stdout
 
