@@ -159,3 +159,13 @@ def emulator(tmp_path, request):
     yield {"kubeconfig": kubeconfig, "url": url}
     process.terminate()
     process.wait(timeout=10)
+
+
+def emulator_call(url, method, path, body=None):
+    """One request to the emulator's API, as JSON both ways (creating the objects a test needs)."""
+    import urllib.request
+
+    request = urllib.request.Request(url + path, method=method, data=json.dumps(body).encode() if body else None,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())

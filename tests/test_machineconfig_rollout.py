@@ -5,15 +5,13 @@ and its node count, the wait, check mode changing nothing, a second run waiting 
 a Degraded pool named."""
 
 import json
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 
 import pytest
 
-from conftest import ROOT, crd_dir, run_playbook
+from conftest import run_playbook, emulator_call as call
 
 from ansible_collections.privateai.kitchen.plugins.module_utils.machineconfig_rollout import (
     machineconfig_changes,
@@ -21,7 +19,6 @@ from ansible_collections.privateai.kitchen.plugins.module_utils.machineconfig_ro
 )
 
 SAMPLE = "inventories/openshift-sample"
-EMULATOR = ROOT / "tests" / "emulator" / "kube_emulator.py"
 MC = "99-worker-kitchen-selinux-model-dirs"
 MCO = "/apis/machineconfiguration.openshift.io/v1/"
 ROLE = "machineconfiguration.openshift.io/role"
@@ -69,22 +66,6 @@ def test_when_a_pool_is_updated(found, previous, state, message):
 
 # ---- through ansible-playbook against the emulator ----------------------------------------
 
-@pytest.fixture
-def emulator(tmp_path, request):
-    args = [sys.executable, str(EMULATOR), "--crd-dir", str(crd_dir()), "--kubeconfig", str(tmp_path / "kubeconfig")]
-    for target in getattr(request, "param", {}).get("never_ready", []):
-        args += ["--never-ready", target]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=open(tmp_path / "emulator.log", "wb"), text=True)
-    yield {"url": json.loads(process.stdout.readline())["url"], "kubeconfig": tmp_path / "kubeconfig"}
-    process.terminate()
-    process.wait(timeout=10)
-
-
-def call(url, method, path, body=None):
-    request = urllib.request.Request(url + path, method=method, data=json.dumps(body).encode() if body else None,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
 
 
 def create_pool(url, status=None, settle=True):

@@ -6,12 +6,11 @@ import json
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 import yaml
 
-from conftest import ROOT, crd_dir, run_playbook
+from conftest import ROOT, crd_dir, run_playbook, emulator_call as call
 
 from ansible_collections.privateai.kitchen.plugins.module_utils import olm_installplans
 from ansible_collections.privateai.kitchen.plugins.module_utils.manifest_schemas import (
@@ -22,7 +21,6 @@ from ansible_collections.privateai.kitchen.plugins.module_utils.manifest_schemas
 from ansible_collections.privateai.kitchen.plugins.module_utils.olm_installplans import installplan_verdict
 
 SAMPLE = "inventories/openshift-sample"
-EMULATOR = ROOT / "tests" / "emulator" / "kube_emulator.py"
 APPROVER = "kitchen-installplan-approver"
 PIN = "nfd.4.18.0-202510211040"
 OLM = "/apis/operators.coreos.com/v1alpha1/namespaces/%s/"
@@ -131,21 +129,10 @@ def test_a_second_render_changes_nothing(rendered):
 # ---- the approver script against the API emulator ----------------------------------------
 
 @pytest.fixture
-def api(tmp_path):
-    process = subprocess.Popen([sys.executable, str(EMULATOR), "--crd-dir", str(crd_dir()), "--kubeconfig",
-                                str(tmp_path / "kubeconfig"), "--node", "gpu-node-1.acme.internal=1",
-                                "--node", "gpu-node-2.acme.internal=1"], stdout=subprocess.PIPE,
-                               stderr=open(tmp_path / "emulator.log", "wb"), text=True)
-    yield json.loads(process.stdout.readline())["url"]
-    process.terminate()
-    process.wait(timeout=10)
+def api(emulator):
+    return emulator["url"]
 
 
-def call(url, method, path, body=None):
-    request = urllib.request.Request(url + path, method=method, data=json.dumps(body).encode() if body else None,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
 
 
 def subscribe(url, namespace, csv=PIN):

@@ -54,16 +54,20 @@ def test_the_callers_account_may_get_exactly_the_models_of_its_project_and_nothi
     _, manifests = sample
     account = manifests[("ServiceAccount", "kitchen-platform", "kitchen-predictor-caller")]
     assert account["automountServiceAccountToken"] is False
-    role = manifests[("Role", "kitchen-platform", "kitchen-predictor-caller")]
-    # What the auth proxy's SubjectAccessReview asks: get on the InferenceService by name.
     served = sorted(m["name"] for m in load_site(SAMPLE)["kitchen_models"] if m["tenant"] == "kitchen-platform")
-    assert role["rules"] == [{"apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"],
-                              "resourceNames": served, "verbs": ["get"]}]
-    binding = manifests[("RoleBinding", "kitchen-platform", "kitchen-predictor-caller")]
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                  "name": "kitchen-predictor-caller"}
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kitchen-predictor-caller",
-                                    "namespace": "kitchen-platform"}]
+    roles = {key[2]: m for key, m in manifests.items() if key[0] == "Role" and key[1] == "kitchen-platform"
+             and key[2].startswith("kitchen-predictor-caller")}
+    assert sorted(roles) == ["kitchen-predictor-caller-%s" % name for name in served]
+    for name in served:
+        # What the auth proxy's SubjectAccessReview asks: get on the InferenceService by name.
+        assert roles["kitchen-predictor-caller-" + name]["rules"] == [{
+            "apiGroups": ["serving.kserve.io"], "resources": ["inferenceservices"], "resourceNames": [name],
+            "verbs": ["get"]}]
+        binding = manifests[("RoleBinding", "kitchen-platform", "kitchen-predictor-caller-" + name)]
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                      "name": "kitchen-predictor-caller-" + name}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kitchen-predictor-caller",
+                                        "namespace": "kitchen-platform"}]
     # No project without a served model gets the account.
     assert [key[1] for key in manifests if key[0] == "ServiceAccount" and key[2] == "kitchen-predictor-caller"] \
         == ["kitchen-platform"]
