@@ -14,11 +14,15 @@ the same commit and patterns is used as it is, without a request.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_manifest import canonical_json
-from ansible_collections.privateai.kitchen.plugins.module_utils.files import KitchenError, atomic_write
+from ansible_collections.privateai.kitchen.plugins.module_utils.files import (
+    KitchenError,
+    atomic_write,
+    read_json,
+    remove_unlisted,
+)
 
 MARKER = ".kitchen-hf.json"  # hidden: bundle sources skip hidden files (and huggingface_hub's .cache/)
 # What vLLM needs of a repository: weights, configs, tokenizer; not READMEs, images or other formats.
@@ -44,11 +48,7 @@ def _sha256(path):
 
 def _cached(folder, wanted_key):
     """The files of an earlier fetch with the same key, when all are still there."""
-    try:
-        with open(os.path.join(folder, MARKER), encoding="utf-8") as handle:
-            done = json.load(handle)
-    except (OSError, ValueError):
-        return None
+    done = read_json(os.path.join(folder, MARKER)) or {}
     if done.get("key") != wanted_key:
         return None
     files = done.get("files", {})
@@ -130,12 +130,7 @@ def fetch(label, repo, revision, folder, *, endpoint=None, ca_file=None, allow_p
         raise KitchenError("%s: %s from %s does not match the Hub's listing: %s"
                           % (label, source, where, "; ".join(problems)))
     # Files of an earlier fetch with other patterns do not belong to this source any more.
-    for root, dirs, names in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in names:
-            relative = os.path.relpath(os.path.join(root, name), folder)
-            if not name.startswith(".") and relative not in files:
-                os.unlink(os.path.join(root, name))
+    remove_unlisted(folder, files)
     atomic_write(os.path.join(folder, MARKER), canonical_json({"key": key, "files": files}))
     fetched = [n for n in wanted if before.get(n) != os.stat(os.path.join(folder, n)).st_mtime_ns]
     return folder, ["%s/%s" % (source, n) for n in fetched]

@@ -21,7 +21,7 @@ import tarfile
 
 from ansible_collections.privateai.kitchen.plugins.module_utils import bundle_images as images
 from ansible_collections.privateai.kitchen.plugins.module_utils.bundle_manifest import canonical_json
-from ansible_collections.privateai.kitchen.plugins.module_utils.files import KitchenError, atomic_write
+from ansible_collections.privateai.kitchen.plugins.module_utils.files import KitchenError, atomic_write, read_json
 
 MARKER = "extracted.json"
 MODELS = "models/"
@@ -92,11 +92,7 @@ def _apply_layer(stream, target):
 
 
 def _cached(folder, reference):
-    try:
-        with open(os.path.join(folder, MARKER), encoding="utf-8") as handle:
-            done = json.load(handle)
-    except (OSError, ValueError):
-        return False
+    done = read_json(os.path.join(folder, MARKER)) or {}
     files = os.path.join(folder, "models")
     return done.get("reference") == reference and all(
         os.path.isfile(os.path.join(files, n)) and os.path.getsize(os.path.join(files, n)) == size

@@ -18,7 +18,7 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.privateai.kitchen.plugins.module_utils.files import KitchenError, atomic_write
+from ansible_collections.privateai.kitchen.plugins.module_utils.files import KitchenError, atomic_write, remove_unlisted
 
 MiB = 1024 * 1024
 # boto3 TransferConfig defaults: parts of 8 MiB from 8 MiB up, 10 threads.
@@ -315,11 +315,6 @@ def mirror_prefix(client, bucket, prefix, folder, concurrency=4):
     except (BotoCoreError, ClientError) as exc:
         raise KitchenError("%s: download from %s failed: %s; run the build again to go on"
                           % (source, client.meta.endpoint_url, exc)) from None
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
-            relative = os.path.relpath(os.path.join(root, name), folder)
-            if not name.startswith(".") and relative not in objects:
-                os.unlink(os.path.join(root, name))
+    remove_unlisted(folder, objects)
     atomic_write(index_path, json.dumps({r: objects[r] for r in sorted(objects)}, sort_keys=True).encode())
     return ["%s/%s" % (source.rstrip("/"), r) for r in wanted]

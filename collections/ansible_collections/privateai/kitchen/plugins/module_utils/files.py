@@ -71,6 +71,27 @@ def atomic_write(path, data: bytes, mode=0o644):
     return True
 
 
+def read_json(path):
+    """The JSON document at `path`, or None when it is missing or unreadable (a fetch's
+    marker of what it left: anything else means fetching again)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def remove_unlisted(folder, keep):
+    """Delete the files below `folder` whose relative path is not in `keep`; hidden files and
+    folders (markers, partial downloads) stay."""
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            relative = os.path.relpath(os.path.join(root, name), folder)
+            if not name.startswith(".") and relative not in keep:
+                os.unlink(os.path.join(root, name))
+
+
 def copy_verified(source, target, expected):
     """Copy source to target, hashing the copy; the target appears only once its sha256 is right."""
     import shutil
