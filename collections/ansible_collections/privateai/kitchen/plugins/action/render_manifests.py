@@ -85,7 +85,7 @@ class ActionModule(ActionBase):
             before = _read(path)
             if before == content:
                 continue
-            written.append(_shown(path, root, secrets_root))
+            written.append(_shown(path, root))
             if want_diff and not secret:
                 diffs.append({"before_header": path, "after_header": path,
                               "before": before or "", "after": content})
@@ -104,7 +104,7 @@ class ActionModule(ActionBase):
             files=sorted(tree),
             secrets=sorted(os.path.join(secrets_dir, n) for n in secrets),
             written=written,
-            removed=[_shown(p, root, secrets_root) for p in stale],
+            removed=[_shown(p, root) for p in stale],
         )
         if diffs:
             result["diff"] = diffs
@@ -117,6 +117,6 @@ def _yaml_files(folder):
     return {n for n in os.listdir(folder) if n.endswith((".yaml", ".yml"))}
 
 
-def _shown(path, root, secrets_root):
+def _shown(path, root):
     """A path as reported: relative to the GitOps tree, or the secrets folder's absolute path."""
     return os.path.relpath(path, root) if path.startswith(root + os.sep) else path
