@@ -16,16 +16,24 @@ def needs_podman():
     require_tools("podman", "debootstrap")
 
 
-def stat(name, checksum):
-    return {"item": name, "stat": {"exists": True, "checksum": checksum}}
+def stat(folder, name):
+    return {"item": name, "stat": {"exists": True, "path": str(folder / name / "Containerfile")}}
 
 
-def test_an_image_tag_changes_exactly_when_its_containerfile_or_the_base_changes():
-    first = image_references([stat("registry", "a" * 64), stat("seaweedfs", "b" * 64)], "base1", "localhost/kitchen")
+def test_an_image_tag_changes_exactly_when_a_file_of_its_build_folder_or_the_base_changes(tmp_path):
+    for name in ("registry", "litellm"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "Containerfile").write_text("FROM base\n")
+    (tmp_path / "litellm" / "requirements.txt").write_text("litellm==1.102.4 --hash=sha256:aa\n")
+    first = image_references([stat(tmp_path, "registry"), stat(tmp_path, "litellm")], "base1", "localhost/kitchen")
     assert first["registry"].startswith("localhost/kitchen/registry:") and len(first["registry"].split(":")[1]) == 12
-    assert image_references([stat("registry", "a" * 64)], "base1", "localhost/kitchen/")["registry"] == first["registry"]
-    assert image_references([stat("registry", "c" * 64)], "base1", "localhost/kitchen")["registry"] != first["registry"]
-    assert image_references([stat("registry", "a" * 64)], "base2", "localhost/kitchen")["registry"] != first["registry"]
+    assert image_references([stat(tmp_path, "registry")], "base1", "localhost/kitchen/")["registry"] == first["registry"]
+    assert image_references([stat(tmp_path, "registry")], "base2", "localhost/kitchen")["registry"] != first["registry"]
+    # The lock beside the Containerfile is part of what is built: a new lock, a new image.
+    (tmp_path / "litellm" / "requirements.txt").write_text("litellm==1.102.5 --hash=sha256:bb\n")
+    assert image_references([stat(tmp_path, "litellm")], "base1", "localhost/kitchen")["litellm"] != first["litellm"]
+    (tmp_path / "registry" / "Containerfile").write_text("FROM base\nRUN true\n")
+    assert image_references([stat(tmp_path, "registry")], "base1", "localhost/kitchen")["registry"] != first["registry"]
 
 
 def podman(*args):

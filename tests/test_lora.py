@@ -174,19 +174,50 @@ def test_evaluation_sets_are_checked_line_by_line(tmp_path):
             flavour_checks.read_eval_set(str(bad))
 
 
-def test_the_llama_server_offers_the_base_each_flavour_in_service_and_every_prepared_version():
-    base = {"model": "/models/m.gguf", "model_alias": "gemma", "n_ctx": 2048}
-    state = {"ready": {"alpha": {"1.0.0": {"path": "alpha/1.0.0/adapter.gguf"}, "1.1.0": {"path": "alpha/1.1.0/adapter.gguf"}}},
-             "serving": {"alpha": {"version": "1.1.0", "previous": ["1.0.0"]}}}
-    models = kitchen_local.llama_models(base, state)
-    assert [(m["model_alias"], m.get("lora_path")) for m in models] == [
-        ("gemma", None), ("alpha", "/lora/alpha/1.1.0/adapter.gguf"),
-        ("alpha@1.0.0", "/lora/alpha/1.0.0/adapter.gguf"), ("alpha@1.1.0", "/lora/alpha/1.1.0/adapter.gguf")]
-    assert all(m["n_ctx"] == 2048 and m["model"] == "/models/m.gguf" for m in models)
-    assert kitchen_local.llama_models(base, None) == [base]
+STATE = {"ready": {"beta": {"1.0.0": {"path": "beta/1.0.0/adapter.gguf"}},
+                   "alpha": {"1.1.0": {"path": "alpha/1.1.0/adapter.gguf"}, "1.0.0": {"path": "alpha/1.0.0/adapter.gguf"}}},
+         "serving": {"alpha": {"version": "1.1.0", "previous": ["1.0.0"]}}}
+SETTINGS = {"model": "/models/m.gguf", "alias": "gemma", "context": 2048, "slots": 4, "threads": 2, "chat_template": "gemma"}
+
+
+def test_llama_server_keeps_the_base_resident_and_loads_every_prepared_version_unapplied():
+    args = kitchen_local.llama_server_args(SETTINGS, STATE)
+    assert args[args.index("--model") + 1] == "/models/m.gguf" and args[args.index("--alias") + 1] == "gemma"
+    # Four slots of the model's full context each; metrics for phase 4, never a download.
+    assert args[args.index("--ctx-size") + 1] == "8192" and args[args.index("--parallel") + 1] == "4"
+    assert {"--metrics", "--offline", "--lora-init-without-apply"} <= set(args)
+    # Loaded at scale 0: a request that names no adapter gets the base model, not all of them.
+    assert [args[i + 1:i + 3] for i, a in enumerate(args) if a == "--lora-scaled"] == [
+        ["/lora/alpha/1.0.0/adapter.gguf", "0"], ["/lora/alpha/1.1.0/adapter.gguf", "0"],
+        ["/lora/beta/1.0.0/adapter.gguf", "0"]]
+    assert "--lora" not in args
+    # A switch changes what serves, not the command line: the server is not restarted.
+    switched = dict(STATE, serving={"alpha": {"version": "1.0.0", "previous": []}, "beta": {"version": "1.0.0"}})
+    assert kitchen_local.llama_server_args(SETTINGS, switched) == args
+    before_phase3 = kitchen_local.llama_server_args(SETTINGS, {})
+    assert "--lora-scaled" not in before_phase3 and "--lora-init-without-apply" not in before_phase3
+    with pytest.raises(Exception, match=r"kitchen_models\[0\]\.serving\.chat_format: 'gemma9' is not a chat template"):
+        kitchen_local.llama_server_args(dict(SETTINGS, chat_template="gemma9"), STATE)
+
+
+def test_the_router_maps_each_name_to_the_adapter_of_the_version_in_service():
+    routes = kitchen_local.llama_routes(STATE, "gemma", "http://kitchen-model:8080")
+    assert routes["adapters"] == ["/lora/alpha/1.0.0/adapter.gguf", "/lora/alpha/1.1.0/adapter.gguf",
+                                  "/lora/beta/1.0.0/adapter.gguf"]
+    # beta has a version prepared but none in service yet: only its pinned name routes.
+    assert routes["models"] == {"gemma": None, "alpha": 1, "alpha@1.0.0": 0, "alpha@1.1.0": 1, "beta@1.0.0": 2}
+    assert kitchen_local.llama_names(STATE, "gemma") == ["gemma", "alpha", "beta", "alpha@1.0.0", "alpha@1.1.0",
+                                                         "beta@1.0.0"]
+    rolled_back = dict(STATE, serving={"alpha": {"version": "1.0.0", "previous": []}})
+    assert kitchen_local.llama_routes(rolled_back, "gemma", "http://kitchen-model:8080")["models"]["alpha"] == 0
+    assert kitchen_local.llama_names(rolled_back, "gemma") == kitchen_local.llama_names(STATE, "gemma")
+    assert kitchen_local.llama_routes(None, "gemma", "http://m:8080")["models"] == {"gemma": None}
     broken = {"ready": {}, "serving": {"alpha": {"version": "9.9.9"}}}
     with pytest.raises(Exception, match="alpha serves version 9.9.9, which is not prepared"):
-        kitchen_local.llama_models(base, broken)
+        kitchen_local.llama_routes(broken, "gemma", "http://m:8080")
+    with pytest.raises(Exception, match="named like the base model gemma"):
+        kitchen_local.llama_routes({"ready": {"gemma": {"1": {"path": "g/1/a.gguf"}}}, "serving": {"gemma": {"version": "1"}}},
+                                   "gemma", "http://m:8080")
 
 
 def test_the_report_says_when_the_inventory_and_the_service_disagree():

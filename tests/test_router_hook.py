@@ -124,7 +124,8 @@ def render_config(folder, models, backend_url):
     """config.yaml from the role's template, rendered by Ansible itself."""
     variables = folder.parent / "router-vars.json"
     variables.write_text(json.dumps({"local_router_models": models, "local_router_backend": backend_url,
-                                     "local_router_base_model": BASE, "ansible_python_interpreter": str(BIN / "python")}))
+                                     "local_router_base_model": BASE, "local_router_request_timeout": 300,
+                                     "ansible_python_interpreter": str(BIN / "python")}))
     proc = subprocess.run(
         [str(BIN / "ansible"), "localhost", "-i", "localhost,", "-c", "local", "-m", "ansible.builtin.template",
          "-a", "src=%s dest=%s mode=0644" % (ROLE / "templates" / "config.yaml.j2", folder / "config.yaml"),

@@ -76,7 +76,9 @@ def percentile(values, share):
 
 
 def measure_level(url, model, prompt, max_tokens, concurrency, rounds, timeout):
-    """rounds x concurrency requests, concurrency of them in flight at any time."""
+    """rounds x concurrency requests, concurrency of them in flight at any time. model: a
+    name, or a list of names taken in turn (a load spread over flavours)."""
+    models = [model] if isinstance(model, str) else list(model)
     results, errors = [], []
     lock = threading.Lock()
     total = concurrency * rounds
@@ -89,8 +91,8 @@ def measure_level(url, model, prompt, max_tokens, concurrency, rounds, timeout):
                 number = next(numbers)
             try:
                 # A different first line per request: the server's prompt cache cannot answer it.
-                result = stream_chat(url, model, "Request %d of %d.\n%s" % (number + 1, total, prompt),
-                                     max_tokens, timeout)
+                result = stream_chat(url, models[number % len(models)],
+                                     "Request %d of %d.\n%s" % (number + 1, total, prompt), max_tokens, timeout)
             except BaselineError as exc:
                 with lock:
                     errors.append(str(exc))

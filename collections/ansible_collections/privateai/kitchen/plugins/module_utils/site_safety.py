@@ -35,10 +35,12 @@ PLATFORM_ONLY = {
         "kitchen_storage.tls_secret": "the object store deployed in the cluster",
         "kitchen_storage.size": "the object store deployed in the cluster",
         "kitchen_models[].storage_class": "the model PVC",
-        "kitchen_models[].serving.max_num_seqs": "vLLM",
         "kitchen_models[].serving.gpu_memory_utilization": "vLLM",
         "kitchen_models[].serving.dtype": "vLLM",
         "kitchen_lora.pvc_size": "the adapter PVC",
+        # llama-server on one host loads every prepared version at start: no bound applies.
+        "kitchen_lora.max_loras": "vLLM's adapters per batch",
+        "kitchen_lora.max_cpu_loras": "vLLM's CPU adapter cache",
         # A single host's tenants are gateway consumers (phase 4): no project, quota or policy.
         "kitchen_tenants[].quota": "the tenant's ResourceQuota",
         "kitchen_tenants[].limits": "the tenant's LimitRange",
