@@ -23,7 +23,7 @@ PYTEST_WORKERS ?= 2
 PURGE ?=
 
 
-.PHONY: help venv host-tools demo teardown render-demo render check lint unit molecule test bench bench-lora bench-lora-openshift clean
+.PHONY: help venv host-tools demo teardown render-demo render check lint unit molecule test bench bench-lora bench-lora-openshift bench-serving clean
 
 help:
 	@echo "make demo    the kitchen in a box on this host: bundle, phases 1-3, a real answer from the base model and two flavours (as root)"
@@ -35,6 +35,7 @@ help:
 	@echo "make bench   bundle benchmark: verify, S3 upload, image push against the plain tools (needs skopeo, docker-registry)"
 	@echo "make bench-lora   phase 3 at scale: Ansible time of 100 flavours against 2 (needs the model: make demo first)"
 	@echo "make bench-lora-openshift   the same for phase 3 of the OpenShift sample, rendered"
+	@echo "make bench-serving   one host: llama-server behind the router against llama-cpp-python's server, TTFT, tokens/s, a version switch (needs make demo first)"
 	@echo "make clean   remove build/ and the virtual environment"
 
 # Pinned, resolved set: pip never backtracks, installs in about a minute.
@@ -114,6 +115,10 @@ bench-lora: venv host-tools
 
 bench-lora-openshift: venv
 	$(BIN)/python tools/lora-bench --openshift $(BENCH_ARGS)
+
+# About 6 minutes on the running kitchen in a box; writes build/bench/serving/results.json.
+bench-serving: venv host-tools
+	$(BIN)/python tools/serving-bench $(BENCH_ARGS)
 
 clean:
 	rm -rf build $(VENV) .ansible .pytest_cache
