@@ -56,7 +56,7 @@ def require_tools(*names):
 # the longest. Every other module is a unit of its own (its module fixtures set up once),
 # isolated by free ports and temporary folders. `make test` runs two lanes (pytest -n 2);
 # without -n the order is the same, in one lane.
-HOST_LANE = ("test_image_build.py", "test_local_services.py", "test_local_kitchen.py")
+HOST_LANE = ("test_image_build.py", "test_local_services.py", "test_local_kitchen.py", "test_router_hook.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -218,8 +218,11 @@ def _router_url():
 
 def _ask(url, model, prompt="Write one sentence about tomato soup.", **extra):
     import requests
+    # cache_prompt false: the whole prompt evaluated every time, as the evaluation asks (a
+    # cached prompt's last token evaluated alone rounds otherwise, and the text drifts).
     answer = requests.post(url + "/v1/chat/completions", timeout=120, json=dict({
-        "model": model, "temperature": 0, "max_tokens": 32, "messages": [{"role": "user", "content": prompt}]}, **extra))
+        "model": model, "temperature": 0, "max_tokens": 32, "cache_prompt": False,
+        "messages": [{"role": "user", "content": prompt}]}, **extra))
     answer.raise_for_status()
     return answer.json()["choices"][0]["message"]["content"]
 

@@ -17,8 +17,8 @@ import requests
 import yaml
 
 from conftest import BIN, ROOT, require_tools
+from ansible_collections.privateai.kitchen.plugins.filter.images import image_references
 
-IMAGE = os.environ.get("KITCHEN_ROUTER_IMAGE", "localhost/kitchen/litellm:dev")
 ROLE = ROOT / "roles" / "podman" / "local_router"
 BASE = "gemma-3-270m"
 ADAPTERS = ["/lora/demo-alpha/1.0.0/adapter.gguf", "/lora/demo-alpha/1.1.0/adapter.gguf",
@@ -159,11 +159,17 @@ class Router:
 @pytest.fixture(scope="module")
 def router(tmp_path_factory, backend):
     require_tools("podman")
-    if podman("image", "exists", IMAGE, check=False).returncode != 0:  # the image as it ships, built if missing
+    # The image as it ships: the tag image_build gives this Containerfile, lock and base (the
+    # host lane's bundle built it before this module runs), built here only if missing.
+    base = podman("image", "inspect", "--format", "{{.Id}}", "localhost/kitchen/debian-base:bookworm").stdout.strip()
+    image = image_references([{"item": "litellm", "stat": {"path": str(ROOT / "images" / "litellm" / "Containerfile")}}],
+                             base, "localhost/kitchen")["litellm"]
+    if podman("image", "exists", image, check=False).returncode != 0:
         podman("build", "--format", "oci", "--volume",
                "%s:/wheels" % (os.path.expanduser("~/.cache/private-ai-kitchen/wheels")),
                "--volume", "/etc/ssl/certs/ca-certificates.crt:/run/kitchen/build-ca.crt:ro",
-               "-t", IMAGE, str(ROOT / "images" / "litellm"))
+               "--build-arg", "BASE=localhost/kitchen/debian-base:bookworm",
+               "-t", image, str(ROOT / "images" / "litellm"))
     name = "kitchen-test-router-" + secrets.token_hex(4)
     podman("network", "create", name)
     try:
@@ -179,7 +185,7 @@ def router(tmp_path_factory, backend):
         router = Router(folder, "http://127.0.0.1:%d" % port, name, backend_url)
         router.write_routes()
         podman("run", "-d", "--name", name, "--network", name, "--publish", "127.0.0.1:%d:4000" % port,
-               "--volume", "%s:/etc/kitchen/router:ro" % folder, IMAGE,
+               "--volume", "%s:/etc/kitchen/router:ro" % folder, image,
                "--config", "/etc/kitchen/router/config.yaml", "--port", "4000", "--host", "0.0.0.0")
         deadline = time.monotonic() + 180
         while True:

@@ -30,7 +30,9 @@ EVAL_FORMAT = 1
 
 def chat(url, model, prompt, max_tokens, timeout=180):
     """One chat completion at temperature 0: (text, seconds, served model)."""
-    body = json.dumps(chat_body(model, prompt, max_tokens)).encode()
+    # llama-server reuses a slot's cached prompt and evaluates only its last token again, which
+    # rounds differently from a whole prompt: asked afresh, the same request answers alike.
+    body = json.dumps(dict(chat_body(model, prompt, max_tokens), cache_prompt=False)).encode()
     request = urllib.request.Request(url.rstrip("/") + "/v1/chat/completions", data=body,
                                      headers={"Content-Type": "application/json"})
     started = time.monotonic()
